@@ -1,0 +1,239 @@
+"""The one place that defines presets, profiles and paths.
+
+Notebooks, tests, `run_all.sh` and the report all read these tables; nothing else spells a
+hyperparameter, an epoch count or an output folder.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .models import ACTIVATIONS
+
+# --------------------------------------------------------------------------- paths
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _dir(env: str, default: Path) -> Path:
+    value = os.environ.get(env)
+    return Path(value).expanduser().resolve() if value else default
+
+
+DATA_DIR = _dir("DIFFUSION_DATA_DIR", ROOT / "data")  # MNIST in torchvision's layout (git-ignored)
+RUNS_DIR = _dir("DIFFUSION_RUNS_DIR", ROOT / "runs")  # cached training runs (git-ignored)
+PLOTS_DIR = _dir("DIFFUSION_PLOTS_DIR", ROOT / "Plots")  # figures the notebooks write
+BUILD_DIR = _dir("DIFFUSION_BUILD_DIR", ROOT / "build")  # executed notebooks (git-ignored)
+REPORT_DIR = ROOT / "report"
+NOTEBOOKS_DIR = ROOT / "notebooks"
+
+
+# --------------------------------------------------------------------------- validation
+def _fail(field_name: str, value: Any, allowed: str) -> None:
+    raise ValueError(f"{field_name}={value!r} is not allowed; expected {allowed}")
+
+
+def check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        _fail(name, value, f"an integer >= {minimum}")
+
+
+def check_float(name: str, value: Any, low: float, high: float | None = None,
+                low_open: bool = True) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high
+    if not ok:
+        rng = f"{'>' if low_open else '>='} {low}" + (f" and < {high}" if high is not None else "")
+        _fail(name, value, f"a finite number {rng}")
+
+
+def check_choice(name: str, value: Any, allowed) -> None:
+    if not isinstance(value, str) or value not in allowed:
+        _fail(name, value, f"one of {sorted(allowed)}")
+
+
+def _as_tuple(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+# --------------------------------------------------------------------------- models
+@dataclass(frozen=True)
+class DDPMConfig:
+    """Hyperparameters of a DDPM (SPEC section 1). Validated when built."""
+
+    T: int = 1000
+    betas: tuple[float, float] = (1e-4, 0.02)
+    lr: float = 2e-4
+    hidden: tuple[int, ...] = (16, 32, 32, 16)
+    activation: str = "GELU"
+    batch_size: int = 128
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "betas", _as_tuple(self.betas))
+        object.__setattr__(self, "hidden", _as_tuple(self.hidden))
+        check_int("T", self.T, 1)
+        b = self.betas
+        if not (isinstance(b, tuple) and len(b) == 2
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in b)
+                and 0 < b[0] < b[1] < 1):
+            _fail("betas", self.betas, "a pair (beta1, beta2) with 0 < beta1 < beta2 < 1")
+        check_float("lr", self.lr, 0.0)
+        if not (isinstance(self.hidden, tuple) and len(self.hidden) >= 1 and all(
+                isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in self.hidden)):
+            _fail("hidden", self.hidden, "a non-empty tuple of positive integers")
+        check_choice("activation", self.activation, ACTIVATIONS)
+        check_int("batch_size", self.batch_size, 1)
+
+    def replace(self, **changes: Any) -> "DDPMConfig":
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            _fail("override", sorted(unknown)[0], f"one of {[f.name for f in dataclasses.fields(self)]}")
+        return dataclasses.replace(self, **changes)
+
+
+DDPM_PRESETS: dict[str, DDPMConfig] = {
+    # seed table 1.1
+    "default": DDPMConfig(),
+    # seed table 1.2: the seed's second hyperparameter set
+    "testing": DDPMConfig(T=100, lr=6e-4, activation="SELU"),
+    # the set the student's final report used instead
+    "testing2": DDPMConfig(T=1500, lr=4e-4),
+    # the student's lighter network
+    "light": DDPMConfig(hidden=(16, 64, 16)),
+    # the starter code's suggestion for more capacity
+    "more_capacity": DDPMConfig(hidden=(64, 128, 256, 128, 64)),
+}
+
+
+def ddpm_preset(name: str, **overrides: Any) -> DDPMConfig:
+    check_choice("preset", name, DDPM_PRESETS)
+    return DDPM_PRESETS[name].replace(**overrides) if overrides else DDPM_PRESETS[name]
+
+
+# --------------------------------------------------------------------------- cold diffusion
+COLD_AXES = ("rows", "columns")
+COLD_GROUPS = (1, 4)  # 1: every row (column) is a step, T = 28; 4: 7 bands of 4, T = 7
+COLD_SCHEDULES = ("random", "outside-in", "inside-out")
+COLD_LOSSES = ("l2", "l1")
+
+
+@dataclass(frozen=True)
+class ColdConfig:
+    """Cold diffusion with row/column averaging (SPEC section 2). T follows from the group size."""
+
+    axis: str = "columns"
+    group: int = 1
+    schedule: str = "random"
+    schedule_seed: int = 0  # draws the random schedule; stored with the model
+    lr: float = 2e-4
+    hidden: tuple[int, ...] = (16, 32, 32, 16)
+    activation: str = "GELU"
+    batch_size: int = 128
+    loss: str = "l2"
+    T: int | None = None  # optional; must equal 28 / group when given
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", _as_tuple(self.hidden))
+        check_choice("axis", self.axis, COLD_AXES)
+        if self.group not in COLD_GROUPS or isinstance(self.group, bool):
+            _fail("group", self.group, f"one of {list(COLD_GROUPS)}")
+        check_choice("schedule", self.schedule, COLD_SCHEDULES)
+        check_int("schedule_seed", self.schedule_seed, 0)
+        check_float("lr", self.lr, 0.0)
+        if not (isinstance(self.hidden, tuple) and len(self.hidden) >= 1 and all(
+                isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in self.hidden)):
+            _fail("hidden", self.hidden, "a non-empty tuple of positive integers")
+        check_choice("activation", self.activation, ACTIVATIONS)
+        check_int("batch_size", self.batch_size, 1)
+        check_choice("loss", self.loss, COLD_LOSSES)
+        steps = 28 // self.group
+        if self.T is None:
+            object.__setattr__(self, "T", steps)
+        elif self.T != steps:
+            _fail("T", self.T, f"{steps} for group={self.group} (28 rows or columns / group size)")
+
+    def replace(self, **changes: Any) -> "ColdConfig":
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            _fail("override", sorted(unknown)[0], f"one of {[f.name for f in dataclasses.fields(self)]}")
+        if "group" in changes and "T" not in changes:
+            changes["T"] = None
+        return dataclasses.replace(self, **changes)
+
+
+COLD_PRESETS: dict[str, ColdConfig] = {
+    # seed table 2.1: the main model
+    "columns": ColdConfig(),
+    # seed appendix variants
+    "columns7": ColdConfig(group=4),
+    "rows7": ColdConfig(axis="rows", group=4),
+    "rows28": ColdConfig(axis="rows"),
+    # the schedules the seed defines but never shows
+    "columns_outside_in": ColdConfig(schedule="outside-in"),
+    "columns_inside_out": ColdConfig(schedule="inside-out"),
+}
+
+
+def cold_preset(name: str, **overrides: Any) -> ColdConfig:
+    check_choice("cold preset", name, COLD_PRESETS)
+    return COLD_PRESETS[name].replace(**overrides) if overrides else COLD_PRESETS[name]
+
+
+# --------------------------------------------------------------------------- profiles
+@dataclass(frozen=True)
+class Profile:
+    """How much work one run does: the knob `run_all.sh --profile` turns."""
+
+    name: str
+    epochs: int
+    train_limit: int | None  # first N training images, or None for all 60,000
+    sample_epochs: tuple[int, ...]  # epochs at which a fixed-noise sample grid is stored
+    eval_epochs: tuple[int, ...]  # epochs at which FID / KID / IS are measured during training
+    eval_samples: int  # generated images per per-epoch evaluation
+    final_samples: int  # generated images for the final numbers (full: 10,000 vs 10,000 test)
+    inception_samples: int  # images for the Inception-v3 FID of final models (0: not computed)
+    n_grid: int = 16  # images in each stored sample grid
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        check_int("epochs", self.epochs, 0)
+        if self.train_limit is not None:
+            check_int("train_limit", self.train_limit, 1)
+        for name in ("eval_samples", "final_samples", "n_grid"):
+            check_int(name, getattr(self, name), 1)
+        check_int("inception_samples", self.inception_samples, 0)
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile("smoke", epochs=1, train_limit=1024, sample_epochs=(1,), eval_epochs=(1,),
+                     eval_samples=64, final_samples=128, inception_samples=0,
+                     description="CI check that every step runs: 1 epoch on 1,024 images"),
+    "quick": Profile("quick", epochs=3, train_limit=None, sample_epochs=(1, 2, 3),
+                     eval_epochs=(1, 2, 3), eval_samples=256, final_samples=1000,
+                     inception_samples=200,
+                     description="CPU-sized study: 3 epochs on all 60,000 images"),
+    "full": Profile("full", epochs=100, train_limit=None, sample_epochs=(1, 20, 40, 60, 100),
+                    eval_epochs=(1, *range(5, 101, 5)), eval_samples=1000, final_samples=10000,
+                    inception_samples=10000,
+                    description="the seed's protocol: 100 epochs (a GPU is advised)"),
+}
+
+
+def profile(name: str) -> Profile:
+    check_choice("profile", name, PROFILES)
+    return PROFILES[name]
+
+
+def default_profile_name() -> tuple[str, str]:
+    """The profile chosen when none is given, with the reason."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "full", f"CUDA is available ({torch.cuda.get_device_name(0)})"
+    return "quick", "no CUDA device: the full profile would take hours on the CPU"
