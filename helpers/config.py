@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .models import ACTIVATIONS
+
+# Activation functions the CNN accepts (names of torch.nn classes). This module imports only the
+# standard library, so run_all.sh can validate its arguments before any environment exists.
+ACTIVATIONS = ("GELU", "SELU", "ReLU", "SiLU", "ELU", "LeakyReLU", "Tanh")
 
 # --------------------------------------------------------------------------- paths
 ROOT = Path(__file__).resolve().parents[1]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import types
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,21 @@ def resolve_profile(name: str | None) -> config.Profile:
     return config.profile(name)
 
 
-def check_params(**params: Any) -> dict:
-    """Validate the parameters a notebook was given, before any work starts."""
+# Names IPython puts in every notebook's namespace.
+_IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+
+
+def check_params(namespace: dict | None = None, **params: Any) -> dict:
+    """Validate the parameters a notebook was given, before any work starts.
+
+    With `namespace=globals()`, any other variable defined before this call (a name papermill
+    injected that the parameters cell does not declare) is refused too.
+    """
+    if namespace is not None:
+        unknown = sorted(k for k, v in namespace.items() if not k.startswith("_") and k not in params
+                         and k not in _IPYTHON_NAMES and not isinstance(v, types.ModuleType))
+        if unknown:
+            raise ValueError(f"unknown parameter {unknown[0]!r}; this notebook takes {sorted(params)}")
     out = dict(params)
     if "profile" in params and params["profile"] is not None:
         config.check_choice("profile", params["profile"], config.PROFILES)

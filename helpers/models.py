@@ -11,21 +11,12 @@ import math
 import torch
 from torch import nn
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "GELU": nn.GELU,
-    "SELU": nn.SELU,
-    "ReLU": nn.ReLU,
-    "SiLU": nn.SiLU,
-    "ELU": nn.ELU,
-    "LeakyReLU": nn.LeakyReLU,
-    "Tanh": nn.Tanh,
-}
+from .config import ACTIVATIONS, check_choice
 
 
 def activation(name: str) -> nn.Module:
-    if name not in ACTIVATIONS:
-        raise ValueError(f"activation={name!r} is not known; allowed: {sorted(ACTIVATIONS)}")
-    return ACTIVATIONS[name]()
+    check_choice("activation", name, ACTIVATIONS)
+    return getattr(nn, name)()
 
 
 class ConvBlock(nn.Module):

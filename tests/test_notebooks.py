@@ -1,0 +1,123 @@
+"""The notebooks run headless through the pipeline with the smoke profile, survive being killed and
+being run twice at once, and refuse bad parameters before any work."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from helpers import config, pipeline
+
+NB01 = config.NOTEBOOKS_DIR / "01_ddpm.ipynb"
+
+
+def _env(base, build="build"):
+    return dict(os.environ, DIFFUSION_RUNS_DIR=str(base / "runs"), DIFFUSION_PLOTS_DIR=str(base / "Plots"),
+                DIFFUSION_BUILD_DIR=str(base / build))
+
+
+def _start(env, *args):
+    return subprocess.Popen([sys.executable, "-m", "helpers.pipeline", *args], env=env, cwd=config.ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _finish(proc, timeout=1200):
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory, mnist_dir):
+    """Kill one pipeline mid-training, then run two at once on the same cache."""
+    base = tmp_path_factory.mktemp("pipeline")
+    killed = _start(_env(base), "--profile", "smoke")
+    deadline = time.time() + 300
+    while not list((base / "runs").glob("*/run.json")) and time.time() < deadline:
+        time.sleep(0.5)
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait()
+    broken = {"figures": sorted((base / "Plots").rglob("*.png")) if (base / "Plots").exists() else [],
+              "notebooks": sorted((base / "build").rglob("01_ddpm.ipynb")) if (base / "build").exists() else []}
+    a = _start(_env(base, "build_a"), "--profile", "smoke")
+    b = _start(_env(base, "build_b"), "--profile", "smoke")
+    return base, broken, _finish(a), _finish(b)
+
+
+def test_killed_pipeline_left_no_final_outputs(smoke):
+    _, broken, _, _ = smoke
+    assert broken["notebooks"] == []
+    assert not any("loss" in p.name or "samples" in p.name for p in broken["figures"])
+
+
+def test_smoke_pipeline_writes_figures_and_executed_notebooks(smoke):
+    base, _, out_a, _ = smoke
+    assert "profile: smoke (given with --profile)" in out_a
+    plots = {p.name for p in (base / "Plots" / "smoke").iterdir()}
+    assert {"fig1_1_activations.png", "fig1_2_loss_default.png", "fig1_3_samples_default.png"} <= plots
+    nb = json.loads((base / "build_a" / "smoke" / "01_ddpm.ipynb").read_text())
+    assert nb["metadata"]["papermill"]["parameters"] == {"profile": "smoke"}
+    assert not list((base / "build_a" / "smoke").glob(".*running*"))
+
+
+def test_two_pipelines_at_once_train_once(smoke):
+    base, _, _, _ = smoke
+    runs = [d for d in (base / "runs").iterdir() if d.is_dir()]
+    assert len(runs) == 1 and sorted(p.name for p in runs[0].glob("ckpt-*.pt")) == ["ckpt-0001.pt"]
+    texts = [(base / b / "smoke" / "01_ddpm.ipynb").read_text() for b in ("build_a", "build_b")]
+    assert sorted("(from cache: True)" in t for t in texts) == [False, True]
+
+
+def test_rerun_after_a_finished_run_uses_the_cache(smoke):
+    base, _, _, _ = smoke
+    t0 = time.perf_counter()
+    _finish(_start(_env(base, "build_c"), "--profile", "smoke", "--only", "01_ddpm"))
+    assert "(from cache: True)" in (base / "build_c" / "smoke" / "01_ddpm.ipynb").read_text()
+    print(f"cached rerun of 01_ddpm: {time.perf_counter() - t0:.1f} s")
+
+
+def test_bad_profile_is_refused_before_any_work(tmp_path):
+    bad = subprocess.run([sys.executable, "-m", "helpers.pipeline", "--profile", "fast"], env=_env(tmp_path),
+                         cwd=config.ROOT, capture_output=True, text=True)
+    assert bad.returncode == 2 and "profile='fast' is not allowed" in bad.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_profile_through_run_all_is_refused_before_set_up(tmp_path):
+    bad = subprocess.run([str(config.ROOT / "run_all.sh"), "--profile", "fast"], env=_env(tmp_path),
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "profile='fast' is not allowed" in bad.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"preset": "nope"}, "preset='nope' is not allowed"),
+    ({"preset": 3}, "preset=3 is not allowed"),
+    ({"seed": -1}, "seed=-1 is not allowed"),
+    ({"seed": "0"}, "seed='0' is not allowed"),
+    ({"device": "tpu"}, "device='tpu' is not allowed"),
+    ({"profile": "fast"}, "profile='fast' is not allowed"),
+    ({"epochs": 5}, "unknown parameter 'epochs'"),
+])
+def test_bad_parameter_through_papermill_stops_before_any_work(tmp_path, params, message):
+    import papermill
+    env = _env(tmp_path)
+    old = dict(os.environ)
+    os.environ.update({k: v for k, v in env.items() if k.startswith("DIFFUSION_")})
+    try:
+        with pytest.raises(papermill.PapermillExecutionError, match=message):
+            papermill.execute_notebook(str(NB01), str(tmp_path / "out.ipynb"),
+                                       parameters={"profile": "smoke", **params},
+                                       kernel_name="python3", progress_bar=False)
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.ipynb"]  # papermill's own record only
+
+
+def test_unknown_parameter_name_is_refused():
+    with pytest.raises(ValueError, match="parameter 'epochs' is not declared by 01_ddpm.ipynb"):
+        pipeline.check_injection(NB01, {"epochs": 3})

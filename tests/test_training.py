@@ -1,0 +1,133 @@
+import dataclasses
+
+import pytest
+import torch
+
+from helpers import config, training
+from helpers.ddpm import DDPM
+from helpers.training import TrainSettings, TrainingDiverged, train
+
+TINY = config.DDPMConfig(T=50, hidden=(4, 8), batch_size=32, lr=2e-3)
+
+
+def _data(n=256):
+    g = torch.Generator().manual_seed(3)
+    # blurry blobs: structured enough for the loss to fall within a few epochs
+    base = torch.rand(n, 1, 7, 7, generator=g) - 0.5
+    return torch.nn.functional.interpolate(base, size=28, mode="bilinear")
+
+
+def _train(runs_dir, settings, cfg=TINY, **kw):
+    return train(lambda: DDPM(cfg), dataclasses.asdict(cfg), settings, kind="ddpm", label="tiny",
+                 data=_data(), runs_dir=runs_dir, device="cpu", progress=False, log=lambda *_: None, **kw)
+
+
+def test_tiny_run_lowers_the_loss_and_is_reused(tmp_path):
+    s = TrainSettings(epochs=4, sample_epochs=(2, 4), n_grid=4)
+    run = _train(tmp_path, s)
+    assert len(run.iter_loss) == 4 * 8 and len(run.epoch_loss) == 4
+    assert run.epoch_loss[-1] < 0.8 * run.epoch_loss[0]
+    assert sorted(run.samples) == [2, 4] and run.samples[4].shape == (4, 1, 28, 28)
+    assert not run.cached
+    again = _train(tmp_path, s)
+    assert again.cached and again.dir == run.dir
+    for k, v in run.model.state_dict().items():
+        assert torch.equal(v, again.model.state_dict()[k])
+
+
+def test_changed_settings_get_a_new_run_folder(tmp_path):
+    a = _train(tmp_path, TrainSettings(epochs=1))
+    b = _train(tmp_path, TrainSettings(epochs=1, seed=1))
+    c = _train(tmp_path, TrainSettings(epochs=1), cfg=dataclasses.replace(TINY, lr=1e-3))
+    assert len({a.dir, b.dir, c.dir}) == 3
+
+
+def test_interrupted_run_resumes_to_identical_weights_and_logs(tmp_path):
+    s = TrainSettings(epochs=3, sample_epochs=(3,), n_grid=2)
+    ref = _train(tmp_path / "a", s)
+
+    def interrupt(epoch, step):
+        if epoch == 2 and step == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path / "b", s, on_step=interrupt)
+    resumed = _train(tmp_path / "b", s)
+    assert not resumed.cached
+    assert resumed.iter_loss == ref.iter_loss
+    for k, v in ref.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+    assert torch.equal(ref.samples[3], resumed.samples[3])
+
+
+class _NaNAt(DDPM):
+    """Loss turns NaN at one (epoch, step) - a stand-in for divergence."""
+
+    calls = 0
+
+    def loss(self, x, generator=None):
+        type(self).calls += 1
+        out = super().loss(x, generator)
+        return out * float("nan") if type(self).calls == 8 + 3 else out
+
+
+def test_non_finite_loss_names_epoch_and_step_and_keeps_checkpoint(tmp_path):
+    _NaNAt.calls = 0
+    with pytest.raises(TrainingDiverged, match=r"epoch 2, step 3 of 8.*epoch 1"):
+        train(lambda: _NaNAt(TINY), dataclasses.asdict(TINY), TrainSettings(epochs=3), kind="ddpm",
+              data=_data(), runs_dir=tmp_path, device="cpu", progress=False, log=lambda *_: None)
+    (run_dir,) = tmp_path.iterdir()
+    assert sorted(p.name for p in run_dir.glob("ckpt-*.pt")) == ["ckpt-0001.pt"]
+    key = (run_dir / "run.json").read_text()
+    import json
+    assert training.latest_checkpoint(run_dir, json.loads(key)["key"])["epoch"] == 1
+
+
+def test_damaged_checkpoint_is_skipped_for_the_previous_one(tmp_path):
+    run = _train(tmp_path, TrainSettings(epochs=2))
+    last = run.dir / "ckpt-0002.pt"
+    blob = bytearray(last.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    last.write_bytes(bytes(blob))
+    messages = []
+    ckpt = training.latest_checkpoint(run.dir, run.key, log=messages.append)
+    assert ckpt["epoch"] == 1 and "SHA-256" in messages[0]
+    resumed = _train(tmp_path, TrainSettings(epochs=2))  # retrains epoch 2 from epoch 1
+    assert not resumed.cached and resumed.iter_loss == run.iter_loss
+
+
+def test_checkpoint_of_another_run_is_refused(tmp_path):
+    run = _train(tmp_path, TrainSettings(epochs=1))
+    with pytest.raises(training.CheckpointError, match="belongs to run"):
+        training.load_checkpoint(run.dir / "ckpt-0001.pt", "0" * 12)
+
+
+def test_only_the_last_checkpoints_are_kept(tmp_path):
+    run = _train(tmp_path, TrainSettings(epochs=4))
+    assert sorted(p.name for p in run.dir.glob("ckpt-*")) == [
+        "ckpt-0003.pt", "ckpt-0003.sha256", "ckpt-0004.pt", "ckpt-0004.sha256"]
+
+
+def test_code_version_ignores_comments_but_not_code(tmp_path, monkeypatch):
+    src = tmp_path / "mod.py"
+    monkeypatch.setattr(training, "__file__", str(tmp_path / "training.py"))
+    src.write_text("x = 1\n")
+    a = training.code_version(("mod",))
+    src.write_text("# a comment\nx = 1  # another\n")
+    assert training.code_version(("mod",)) == a
+    src.write_text("x = 2\n")
+    assert training.code_version(("mod",)) != a
+
+
+def test_failed_atomic_write_keeps_previous_file(tmp_path, monkeypatch):
+    target = tmp_path / "f.bin"
+    training.atomic_write_bytes(target, b"old")
+
+    def boom(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(training.os, "fsync", boom)
+    with pytest.raises(OSError, match="No space"):
+        training.atomic_write_bytes(target, b"new")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
