@@ -1,0 +1,184 @@
+"""Fault injection: killed processes, damaged files, failing writes, divergence, concurrent runs.
+
+Each test injects one fault and checks that no work is lost and nothing wrong is used silently.
+"""
+import dataclasses
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+import torch
+
+from helpers import config, plotting, training
+from helpers.ddpm import DDPM
+from helpers.training import TrainSettings, TrainingDiverged, train
+
+TINY = config.DDPMConfig(T=20, hidden=(4, 8), batch_size=32, lr=2e-3)
+SETTINGS = TrainSettings(epochs=3, sample_epochs=(3,), n_grid=2)
+
+
+def _data():
+    g = torch.Generator().manual_seed(5)
+    return torch.nn.functional.interpolate(torch.rand(192, 1, 7, 7, generator=g) - 0.5, size=28)
+
+
+def _train(runs_dir, cfg=TINY, settings=SETTINGS, **kw):
+    return train(lambda: DDPM(cfg), dataclasses.asdict(cfg), settings, kind="ddpm", label="tiny",
+                 data=_data(), runs_dir=runs_dir, device="cpu", progress=False, log=lambda *_: None, **kw)
+
+
+# The child process trains the same tiny run and SIGKILLs itself at a chosen point.
+CHILD = textwrap.dedent("""
+    import os, signal, sys
+    sys.path.insert(0, {tests!r})
+    from test_reliability import _train
+    from helpers import training
+    mode, epoch, step, runs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+
+    def die(*_):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if mode == "step":
+        _train(runs, on_step=lambda e, s: die() if (e, s) == (epoch, step) else None)
+    else:  # killed half-way through writing the checkpoint of `epoch`
+        real = training.atomic_write_bytes
+        def torn(path, data):
+            if path.name == f"ckpt-{{epoch:04d}}.pt":
+                tmp = path.with_name(f".{{path.name}}.{{os.getpid()}}.tmp")
+                tmp.write_bytes(data[: len(data) // 2])
+                die()
+            real(path, data)
+        training.atomic_write_bytes = torn
+        _train(runs)
+""")
+
+
+def _kill_child(runs, mode, epoch, step=0):
+    code = CHILD.format(tests=os.path.dirname(__file__))
+    proc = subprocess.run([sys.executable, "-c", code, mode, str(epoch), str(step), str(runs)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+
+
+def _same(a, b):
+    assert a.iter_loss == b.iter_loss and a.epoch_loss == b.epoch_loss
+    for k, v in a.model.state_dict().items():
+        assert torch.equal(v, b.model.state_dict()[k]), k
+    assert torch.equal(a.samples[3], b.samples[3])
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    return _train(tmp_path_factory.mktemp("ref"))
+
+
+def test_sigkill_at_a_random_step_then_resume_matches(reference, tmp_path):
+    rng = random.Random(os.environ.get("PYTEST_SEED", 1234))
+    epoch, step = rng.randint(1, 3), rng.randint(1, 6)
+    _kill_child(tmp_path, "step", epoch, step)
+    resumed = _train(tmp_path)
+    assert not resumed.cached
+    _same(reference, resumed)
+
+
+def test_sigkill_during_checkpoint_write_then_resume_matches(reference, tmp_path):
+    _kill_child(tmp_path, "write", 2)
+    (run_dir,) = tmp_path.iterdir()
+    assert sorted(p.name for p in run_dir.glob("ckpt-*.pt")) == ["ckpt-0001.pt"]
+    resumed = _train(tmp_path)
+    _same(reference, resumed)
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "empty", "sidecar"])
+def test_damaged_checkpoint_is_detected_and_retrained(reference, tmp_path, damage):
+    first = _train(tmp_path)
+    last = first.dir / "ckpt-0003.pt"
+    blob = last.read_bytes()
+    if damage == "flip":
+        last.write_bytes(blob[:100] + bytes([blob[100] ^ 1]) + blob[101:])
+    elif damage == "truncate":
+        last.write_bytes(blob[: len(blob) - 10])
+    elif damage == "empty":
+        last.write_bytes(b"")
+    else:
+        last.with_suffix(".sha256").write_text("0" * 64)
+    messages = []
+    again = train(lambda: DDPM(TINY), dataclasses.asdict(TINY), SETTINGS, kind="ddpm", label="tiny",
+                  data=_data(), runs_dir=tmp_path, device="cpu", progress=False, log=messages.append)
+    assert any("ignoring checkpoint" in m and "ckpt-0003" in m for m in messages)
+    assert not again.cached  # epoch 3 was retrained from epoch 2, not loaded
+    _same(reference, again)
+
+
+def test_failed_figure_write_keeps_the_previous_figure(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+    fig = plt.figure()
+    path = plotting.save(fig, "smoke", "f", plots_dir=tmp_path)
+    before = path.read_bytes()
+
+    def full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(fig, "savefig", full)
+    with pytest.raises(OSError, match="No space"):
+        plotting.save(fig, "smoke", "f", plots_dir=tmp_path)
+    assert path.read_bytes() == before
+    assert [p.name for p in (tmp_path / "smoke").iterdir()] == ["f.png"]
+
+
+def test_failed_checkpoint_write_keeps_the_last_checkpoint(reference, tmp_path, monkeypatch):
+    real = training.atomic_write_bytes
+
+    def full(path, data):
+        if path.name.startswith("ckpt-0002"):
+            raise OSError(28, "No space left on device")
+        real(path, data)
+
+    monkeypatch.setattr(training, "atomic_write_bytes", full)
+    with pytest.raises(OSError, match="No space"):
+        _train(tmp_path)
+    (run_dir,) = tmp_path.iterdir()
+    assert sorted(p.name for p in run_dir.iterdir() if not p.name.startswith(".")) == [
+        "ckpt-0001.pt", "ckpt-0001.sha256", "run.json"]
+    monkeypatch.undo()  # space again: the run resumes from epoch 1 and ends as if nothing happened
+    _same(reference, _train(tmp_path))
+
+
+def test_diverging_learning_rate_stops_with_epoch_and_step(tmp_path):
+    cfg = dataclasses.replace(TINY, lr=1e6)
+    with pytest.raises(TrainingDiverged, match=r"at epoch \d+, step \d+ of 6") as err:
+        _train(tmp_path, cfg=cfg, settings=TrainSettings(epochs=50))
+    epoch = int(str(err.value).split("at epoch ")[1].split(",")[0])
+    (run_dir,) = tmp_path.iterdir()
+    ckpts = sorted(p.name for p in run_dir.glob("ckpt-*.pt"))
+    assert ckpts[-1:] == ([f"ckpt-{epoch - 1:04d}.pt"] if epoch > 1 else [])
+
+
+def test_second_process_waits_for_the_lock(tmp_path):
+    messages = []
+    first_done = threading.Event()
+    with training.run_lock(tmp_path / "r", log=messages.append):
+        t = threading.Thread(target=lambda: (training.run_lock(tmp_path / "r", log=messages.append)
+                                             .__enter__(), first_done.set()))
+        t.start()
+        time.sleep(0.5)
+        assert not first_done.is_set() and "waiting" in messages[0]
+    t.join(5)
+    assert first_done.is_set()
+
+
+def test_same_seed_gives_bitwise_identical_runs(tmp_path):
+    a = _train(tmp_path / "a", settings=TrainSettings(epochs=2))
+    b = _train(tmp_path / "b", settings=TrainSettings(epochs=2))
+    for k, v in a.model.state_dict().items():
+        assert torch.equal(v, b.model.state_dict()[k])
+    assert a.iter_loss == b.iter_loss
+    c = _train(tmp_path / "c", settings=TrainSettings(epochs=2, seed=1))
+    assert c.iter_loss != a.iter_loss
