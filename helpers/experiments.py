@@ -46,12 +46,130 @@ def check_params(namespace: dict | None = None, **params: Any) -> dict:
     return out
 
 
+def evaluation_settings(prof: config.Profile, seed: int = 0) -> tuple[Any, dict]:
+    """The per-epoch FID / KID / IS hook of a profile: (evaluate function, TrainSettings fields)."""
+    from . import metrics
+
+    epochs = tuple(e for e in prof.eval_epochs if e <= prof.epochs)
+    if not epochs:
+        return None, {}
+    fn, key = metrics.epoch_evaluator(prof.eval_samples, seed=seed)
+    return fn, {"eval_epochs": epochs, "eval_key": key}
+
+
+# Modules whose code decides a run's result (besides the model's own): a change to any retrains.
+ENGINE_MODULES = ("models", "training")
+EVAL_MODULES = ("metrics", "classifier")
+
+
 def train_ddpm(preset: str = "default", profile: str | config.Profile | None = None, seed: int = 0,
                overrides: dict | None = None, device: str = "auto", runs_dir: Path | None = None,
-               progress: bool = True, **train_overrides: Any) -> Run:
-    """Train a DDPM preset under a profile, or return the finished run from the cache."""
+               progress: bool = True, evaluate: bool = True, **train_overrides: Any) -> Run:
+    """Train a DDPM preset under a profile, or return the finished run from the cache.
+
+    With `evaluate`, FID / KID / IS (MNIST classifier) are measured at the profile's eval epochs
+    and stored in `run.metrics`.
+    """
     cfg = config.ddpm_preset(preset, **(overrides or {}))
     prof = profile if isinstance(profile, config.Profile) else resolve_profile(profile)
-    settings = TrainSettings.from_profile(prof, seed=seed, **train_overrides)
+    fn, eval_fields = evaluation_settings(prof, seed) if evaluate else (None, {})
+    settings = TrainSettings.from_profile(prof, seed=seed, **{**eval_fields, **train_overrides})
+    modules = ENGINE_MODULES + ("ddpm",) + (EVAL_MODULES if fn else ())
     return train(lambda: DDPM(cfg), dataclasses.asdict(cfg), settings, kind="ddpm", label=preset,
-                 runs_dir=runs_dir, device=device, progress=progress)
+                 code_modules=modules, runs_dir=runs_dir, device=device, progress=progress,
+                 evaluate=fn)
+
+
+# --------------------------------------------------------------------------- final numbers
+def generate(model, n: int, seed: int = 0, batch_size: int = 500, progress: bool = True):
+    """n samples from `model.sample` in batches, from a generator of their own (model range, CPU)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    dev = next(model.parameters()).device
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    parts = []
+    for start in tqdm(range(0, n, batch_size), desc="generating", unit="batch", disable=not progress,
+                      leave=False):
+        parts.append(model.sample(min(batch_size, n - start), generator=gen).float().cpu())
+    return torch.cat(parts)
+
+
+def _cached_json(path: Path, compute) -> dict:
+    """Load a result written earlier under this exact key, or compute it and write it atomically.
+
+    The file stores the result with the SHA-256 of its canonical text; a file that fails the check
+    is reported and recomputed, never used.
+    """
+    import hashlib
+    import json
+
+    from .training import atomic_write_bytes
+
+    def digest(result) -> str:
+        return hashlib.sha256(json.dumps(result, sort_keys=True).encode()).hexdigest()
+
+    if path.is_file():
+        try:
+            stored = json.loads(path.read_text())
+            if stored["sha256"] == digest(stored["result"]):
+                return stored["result"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            pass
+        print(f"ignoring damaged result file {path}; recomputing")
+    result = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps({"sha256": digest(result), "result": result}, indent=1, sort_keys=True)
+    atomic_write_bytes(path, text.encode())
+    return result
+
+
+def _key(spec: dict) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+
+
+FINAL_SEED_OFFSET = 7919  # final samples use other noise than the per-epoch ones
+N_BOOTSTRAP = 20
+
+
+def final_metrics(run: Run, prof: config.Profile, seed: int = 0, progress: bool = True) -> dict:
+    """FID / KID / IS (MNIST classifier) of `prof.final_samples` generated images against the test
+    set, with bootstrap standard errors, and the Inception-v3 FID of the first
+    `prof.inception_samples` of them. Cached in the run folder."""
+    from . import metrics
+    from .training import code_version
+
+    spec = {"run": run.key, "n": prof.final_samples, "inception": prof.inception_samples, "seed": seed,
+            "bootstrap": N_BOOTSTRAP, "code": code_version(EVAL_MODULES + ("inception",))}
+
+    def compute() -> dict:
+        images = generate(run.model, prof.final_samples, seed + FINAL_SEED_OFFSET, progress=progress)
+        out = metrics.evaluate(images, "test", ("classifier",), n_bootstrap=N_BOOTSTRAP, seed=seed)
+        if prof.inception_samples:
+            k = min(prof.inception_samples, len(images))
+            out["inception"] = metrics.evaluate(images[:k], "test", ("inception",), seed=seed)
+        return out
+
+    return _cached_json(run.dir / f"final-{_key(spec)}.json", compute)
+
+
+def real_data_metrics(prof: config.Profile, seed: int = 0) -> dict:
+    """The "real data" row: training images scored like `prof.final_samples` generated ones."""
+    from . import metrics
+    from .training import code_version
+
+    spec = {"n": prof.final_samples, "inception": prof.inception_samples, "seed": seed,
+            "bootstrap": N_BOOTSTRAP, "code": code_version(EVAL_MODULES + ("inception",))}
+
+    def compute() -> dict:
+        out = metrics.real_data_floor(prof.final_samples, "test", ("classifier",),
+                                      n_bootstrap=N_BOOTSTRAP, seed=seed)
+        if prof.inception_samples:
+            out["inception"] = metrics.real_data_floor(prof.inception_samples, "test", ("inception",),
+                                                       seed=seed)
+        return out
+
+    return _cached_json(config.RUNS_DIR / f"real-data-{_key(spec)}.json", compute)

@@ -182,3 +182,20 @@ def test_same_seed_gives_bitwise_identical_runs(tmp_path):
     assert a.iter_loss == b.iter_loss
     c = _train(tmp_path / "c", settings=TrainSettings(epochs=2, seed=1))
     assert c.iter_loss != a.iter_loss
+
+
+@pytest.mark.parametrize("damage", ["edit", "truncate", "garbage"])
+def test_damaged_result_file_is_recomputed_not_used(tmp_path, damage):
+    from helpers.experiments import _cached_json
+    path = tmp_path / "final.json"
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"fid": 1.5, "n": 10}
+
+    assert _cached_json(path, compute) == {"fid": 1.5, "n": 10}
+    assert _cached_json(path, compute) == {"fid": 1.5, "n": 10} and len(calls) == 1  # cached
+    text = path.read_text()
+    path.write_text({"edit": text.replace("1.5", "0.5"), "truncate": text[:-20], "garbage": "\x00"}[damage])
+    assert _cached_json(path, compute) == {"fid": 1.5, "n": 10} and len(calls) == 2
