@@ -8,11 +8,9 @@ generation). The mixture is stored as buffers, so it travels with the model's st
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
-from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 from torch import nn
@@ -224,30 +222,9 @@ def reconstruction_metrics(x: torch.Tensor, images: dict[str, torch.Tensor],
 
 # --------------------------------------------------------------------------- training
 @functools.lru_cache(maxsize=8)
-def _training_prior(axis: str, group: int, train_limit: int | None, components: int):
+def training_prior(axis: str, group: int, train_limit: int | None, components: int = PRIOR_COMPONENTS):
     """The prior fitted on the training set: shared by every schedule (D(x, T) does not depend on it)."""
     from .data import training_images
 
     images = training_images(train_limit)[:PRIOR_MAX_IMAGES]
     return fit_gaussian_mixture(RowColumnAveraging(axis, group).means(images).flatten(1), components)
-
-
-def train_cold(preset: str = "columns", profile: Any = None, seed: int = 0, overrides: dict | None = None,
-               device: str = "auto", runs_dir: Path | None = None, progress: bool = True,
-               **train_overrides: Any):
-    """Train a cold-diffusion preset under a profile, or return the finished run from the cache."""
-    from . import config
-    from .experiments import resolve_profile
-    from .training import TrainSettings, train
-
-    cfg = config.cold_preset(preset, **(overrides or {}))
-    prof = profile if isinstance(profile, config.Profile) else resolve_profile(profile)
-    settings = TrainSettings.from_profile(prof, seed=seed, **train_overrides)
-
-    def build() -> ColdDiffusion:
-        model = ColdDiffusion(cfg)
-        return model.set_prior(*_training_prior(cfg.axis, cfg.group, settings.train_limit, PRIOR_COMPONENTS))
-
-    return train(build, dataclasses.asdict(cfg), settings, kind="cold", label=preset,
-                 code_modules=("models", "degradations", "cold", "training"),
-                 runs_dir=runs_dir, device=device, progress=progress)

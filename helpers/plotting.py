@@ -73,3 +73,34 @@ def samples_figure(samples: dict[int, torch.Tensor], title: str = "", ncol: int 
     if title:
         fig.suptitle(title)
     return fig
+
+
+METRIC_TITLES = {
+    "fid_classifier": "FID (MNIST classifier)",
+    "is_classifier_mean": "IS (MNIST classifier)",
+    "kid_classifier_mean": "KID (MNIST classifier)",
+}
+
+
+def metric_figure(runs: dict, metric: str, floor: float | None = None, title: str = ""):
+    """A metric measured during training, against the epoch, one line per run.
+
+    `runs` maps a label to a Run; `floor` draws the real-data value of the same metric.
+    """
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for label, run in runs.items():
+        epochs = sorted(run.metrics)
+        values = [run.metrics[e][metric] for e in epochs]
+        line, = ax.plot(epochs, values, "o-", label=label)
+        std_key = metric.replace("_mean", "_std")
+        if std_key != metric and all(std_key in run.metrics[e] for e in epochs):
+            std = [run.metrics[e][std_key] for e in epochs]
+            ax.fill_between(epochs, [v - s for v, s in zip(values, std)],
+                            [v + s for v, s in zip(values, std)], color=line.get_color(), alpha=0.2)
+    if floor is not None:
+        ax.axhline(floor, color="k", ls="--", lw=1, label="real data")
+    n = next(iter(next(iter(runs.values())).metrics.values()), {}).get("n", "?")
+    ax.set(xlabel="epoch", ylabel=METRIC_TITLES.get(metric, metric),
+           title=title or f"{METRIC_TITLES.get(metric, metric)} per epoch ({n} samples)")
+    ax.legend()
+    return fig

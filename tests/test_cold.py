@@ -7,8 +7,10 @@ import itertools
 import pytest
 import torch
 
+from helpers.experiments import train_cold
+
 from helpers.cold import (METHODS, ColdDiffusion, fit_gaussian_mixture, reconstruction_metrics,
-                          reconstructions, sample_cold, train_cold)
+                          reconstructions, sample_cold)
 from helpers.config import COLD_PRESETS, ColdConfig, cold_preset
 from helpers.data import training_images
 from helpers.ddpm import GaussianNoising
@@ -230,7 +232,7 @@ def test_reconstruction_metrics_table():
 
 
 def test_tiny_training_run_learns_and_is_cached(tmp_path):
-    kw = dict(profile="smoke", runs_dir=tmp_path, progress=False, train_limit=256, epochs=3, n_grid=4,
+    kw = dict(profile="smoke", runs_dir=tmp_path, progress=False, evaluate=False, train_limit=256, epochs=3, n_grid=4,
               overrides={"batch_size": 32, "lr": 1e-3, "hidden": (8, 8)})
     run = train_cold("columns", **kw)
     losses = run.iter_loss

@@ -3,7 +3,6 @@
 Each test injects one fault and checks that no work is lost and nothing wrong is used silently.
 """
 import dataclasses
-import json
 import os
 import random
 import signal
