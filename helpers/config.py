@@ -215,7 +215,7 @@ class Profile:
 
 PROFILES: dict[str, Profile] = {
     "smoke": Profile("smoke", epochs=1, train_limit=1024, sample_epochs=(1,), eval_epochs=(1,),
-                     eval_samples=64, final_samples=128, inception_samples=0,
+                     eval_samples=32, final_samples=32, inception_samples=0,
                      description="CI check that every step runs: 1 epoch on 1,024 images"),
     "quick": Profile("quick", epochs=3, train_limit=None, sample_epochs=(1, 2, 3),
                      eval_epochs=(1, 2, 3), eval_samples=256, final_samples=1000,

@@ -31,7 +31,8 @@ def check_params(namespace: dict | None = None, **params: Any) -> dict:
     """
     if namespace is not None:
         unknown = sorted(k for k, v in namespace.items() if not k.startswith("_") and k not in params
-                         and k not in _IPYTHON_NAMES and not isinstance(v, types.ModuleType))
+                         and k not in _IPYTHON_NAMES and not isinstance(v, types.ModuleType)
+                         and not callable(v))
         if unknown:
             raise ValueError(f"unknown parameter {unknown[0]!r}; this notebook takes {sorted(params)}")
     out = dict(params)
@@ -40,6 +41,14 @@ def check_params(namespace: dict | None = None, **params: Any) -> dict:
     for name in ("preset", "baseline"):
         if name in params:
             config.check_choice(name, params[name], config.DDPM_PRESETS)
+    if "cold_preset" in params:
+        config.check_choice("cold_preset", params["cold_preset"], config.COLD_PRESETS)
+    if "cold_variants" in params:
+        variants = params["cold_variants"]
+        if not isinstance(variants, (list, tuple)) or not all(
+                isinstance(v, str) and v in config.COLD_PRESETS for v in variants):
+            raise ValueError(f"cold_variants={variants!r} is not allowed; expected a list of "
+                             f"{sorted(config.COLD_PRESETS)}")
     if "seed" in params:
         config.check_int("seed", params["seed"], 0)
     if "device" in params:
@@ -172,10 +181,12 @@ def final_metrics(run: Run, prof: config.Profile, seed: int = 0, progress: bool 
 
     def compute() -> dict:
         images = generate(run.model, prof.final_samples, seed + FINAL_SEED_OFFSET, progress=progress)
-        out = metrics.evaluate(images, "test", ("classifier",), n_bootstrap=N_BOOTSTRAP, seed=seed)
+        out = metrics.evaluate(images, "test", ("classifier",), n_bootstrap=N_BOOTSTRAP, seed=seed,
+                               strict_range=False)
         if prof.inception_samples:
             k = min(prof.inception_samples, len(images))
-            out["inception"] = metrics.evaluate(images[:k], "test", ("inception",), seed=seed)
+            out["inception"] = metrics.evaluate(images[:k], "test", ("inception",), seed=seed,
+                                                strict_range=False)
         return out
 
     return _cached_json(run.dir / f"final-{_key(spec)}.json", compute)
@@ -217,7 +228,7 @@ def metrics_table(results: dict[str, dict]):
             "FID (MNIST classifier)": pm(r, "fid_classifier", 2),
             "KID (MNIST classifier)": f"{r['kid_classifier_mean']:.4f} ± {r['kid_classifier_std']:.4f}",
             "IS (MNIST classifier)": pm(r, "is_classifier_mean", 2),
-            "class entropy (bits)": f"{r['class_entropy_bits']:.2f}",
+            "class entropy (bits)": f"{abs(r['class_entropy_bits']):.2f}",
             "top class share": f"{r['top_class_share']:.2f}",
             "n vs n_test": f"{r['n']} vs {r['n_reference']}",
             "FID (Inception-v3)": f"{inc['fid_inception']:.1f} (n={inc['n']})" if inc else "not computed",
@@ -230,3 +241,49 @@ def presets_table(names: list[str]):
     import pandas as pd
 
     return pd.DataFrame({n: dataclasses.asdict(config.ddpm_preset(n)) for n in names}).astype(str)
+
+
+# --------------------------------------------------------------------------- cold diffusion
+def cold_reconstruction_metrics(run: Run, prof: config.Profile, seed: int = 0) -> dict:
+    """RMSE, SSIM, PSNR and FID (MNIST classifier) of the degraded, direct, Algorithm 1 and
+    Algorithm 2 reconstructions of the first `prof.final_samples` test images (conditional mode).
+    Cached in the run folder."""
+    from . import cold, metrics
+    from .data import test_images
+    from .training import code_version
+
+    spec = {"run": run.key, "n": prof.final_samples, "seed": seed,
+            "code": code_version(EVAL_MODULES + ("cold", "degradations"))}
+
+    def compute() -> dict:
+        x = test_images(prof.final_samples).to(next(run.model.parameters()).device)
+        images = cold.reconstructions(run.model, x)
+
+        def fid(im):
+            return metrics.evaluate(im, "test", ("classifier",), seed=seed, strict_range=False,
+                                    log=lambda *_: None)["fid_classifier"]
+
+        return cold.reconstruction_metrics(x.cpu(), images, fid_fn=fid)
+
+    return _cached_json(run.dir / f"reconstruction-{_key(spec)}.json", compute)
+
+
+def cold_examples(run: Run, n: int = 8, seed: int = 0) -> dict:
+    """Rows for a figure: test originals, D(x, T), the three restorations, and unconditional samples."""
+    import torch
+
+    from . import cold
+    from .data import test_images
+
+    dev = next(run.model.parameters()).device
+    x = test_images(n).to(dev)
+    rows = {"original": x.cpu(), **cold.reconstructions(run.model, x)}
+    rows["unconditional"] = run.model.sample(n, generator=torch.Generator(device=dev).manual_seed(seed)).cpu()
+    return rows
+
+
+def reconstruction_table(table: dict):
+    """The reconstruction metrics as a DataFrame, one row per kind of image."""
+    import pandas as pd
+
+    return pd.DataFrame.from_dict(table, orient="index").round(4)

@@ -104,3 +104,71 @@ def metric_figure(runs: dict, metric: str, floor: float | None = None, title: st
            title=title or f"{METRIC_TITLES.get(metric, metric)} per epoch ({n} samples)")
     ax.legend()
     return fig
+
+
+def degradation_figure(degradations: dict, image: torch.Tensor, columns: int = 8):
+    """One row per degradation (label -> Degradation): D(image, t) at `columns` evenly spaced t in 0..T."""
+    rows = list(degradations.items())
+    fig, axes = plt.subplots(len(rows), columns, figsize=(1.3 * columns, 1.5 * len(rows)), squeeze=False)
+    x = image.reshape(1, 1, 28, 28)
+    for i, (label, d) in enumerate(rows):
+        for j in range(columns):
+            t = round(j * d.T / (columns - 1))
+            ax = axes[i][j]
+            ax.imshow(to_unit_range(d.degrade(x, t))[0, 0], cmap="gray", vmin=0, vmax=1)
+            ax.set_title(f"t = {t}/{d.T}", fontsize=8)
+            ax.axis("off")
+        axes[i][0].text(-3, 14, label, ha="right", va="center", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def degradation_slider(degradation, images: torch.Tensor, ncol: int = 8):
+    """An ipywidgets slider that steps a batch of images through D(x, t), t = 0..T."""
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    out = widgets.Output()
+    slider = widgets.IntSlider(value=degradation.T // 2, min=0, max=degradation.T, description="t")
+
+    def show(change=None):
+        with out:
+            out.clear_output(wait=True)
+            fig, ax = plt.subplots(figsize=(1.2 * ncol, 1.3 * ((len(images) + ncol - 1) // ncol)))
+            ax.imshow(image_grid(degradation.degrade(images, slider.value), ncol), cmap="gray", vmin=0, vmax=1)
+            ax.set_title(f"D(x, {slider.value}) of {degradation.T}")
+            ax.axis("off")
+            plt.show()
+
+    slider.observe(show, names="value")
+    show()
+    box = widgets.VBox([slider, out])
+    display(box)
+    return box
+
+
+def image_rows_figure(rows: dict[str, torch.Tensor], ncol: int = 8, title: str = ""):
+    """Labelled rows of images (label -> (N, 1, 28, 28) in the model range), first `ncol` of each."""
+    fig, axes = plt.subplots(len(rows), 1, figsize=(1.1 * ncol, 1.3 * len(rows)), squeeze=False)
+    for ax, (label, images) in zip(axes[:, 0], rows.items()):
+        ax.imshow(image_grid(images[:ncol], ncol), cmap="gray", vmin=0, vmax=1)
+        ax.set_ylabel(label, rotation=0, ha="right", va="center")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def class_histogram_figure(results: dict[str, dict]):
+    """Predicted-class shares of generated digits, one bar group per model (label -> metrics result)."""
+    import pandas as pd
+
+    frame = pd.DataFrame([
+        {"model": label, "digit": d, "share": c / max(sum(r["class_counts"]), 1)}
+        for label, r in results.items() for d, c in enumerate(r["class_counts"])])
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    sns.barplot(frame, x="digit", y="share", hue="model", ax=ax)
+    ax.axhline(0.1, color="k", ls="--", lw=1)
+    ax.set(title="Digits the MNIST classifier sees in each sample (dashed: uniform)")
+    return fig

@@ -57,16 +57,22 @@ def test_smoke_pipeline_writes_figures_and_executed_notebooks(smoke):
     base, _, out_a, _ = smoke
     assert "profile: smoke (given with --profile)" in out_a
     plots = {p.name for p in (base / "Plots" / "smoke").iterdir()}
-    assert {"fig1_1_activations.png", "fig1_2_loss_default.png", "fig1_3_samples_default.png"} <= plots
-    nb = json.loads((base / "build_a" / "smoke" / "01_ddpm.ipynb").read_text())
-    assert nb["metadata"]["papermill"]["parameters"] == {"profile": "smoke"}
+    assert {"fig1_1_activations.png", "fig1_2_loss_default.png", "fig1_3_samples_default.png",
+            "fig1_4_fid_default.png", "fig1_5_is_default.png", "fig1_9_fid_sets.png",
+            "fig2_0_degradation_steps.png", "fig2_4_reconstructions_columns.png",
+            "fig2_6_class_histograms.png", "figA_reconstructions_rows7.png"} <= plots
+    for name in ("01_ddpm", "02_hyperparams", "03_cold_diffusion", "04_comparison"):
+        nb = json.loads((base / "build_a" / "smoke" / f"{name}.ipynb").read_text())
+        assert nb["metadata"]["papermill"]["parameters"] == {"profile": "smoke"}
     assert not list((base / "build_a" / "smoke").glob(".*running*"))
 
 
 def test_two_pipelines_at_once_train_once(smoke):
     base, _, _, _ = smoke
     runs = [d for d in (base / "runs").iterdir() if d.is_dir()]
-    assert len(runs) == 1 and sorted(p.name for p in runs[0].glob("ckpt-*.pt")) == ["ckpt-0001.pt"]
+    expected = 2 + len(config.COLD_PRESETS)  # DDPM default and testing, every cold variant
+    assert len(runs) == expected
+    assert all(sorted(p.name for p in d.glob("ckpt-*.pt")) == ["ckpt-0001.pt"] for d in runs)
     texts = [(base / b / "smoke" / "01_ddpm.ipynb").read_text() for b in ("build_a", "build_b")]
     assert sorted("(from cache: True)" in t for t in texts) == [False, True]
 
@@ -116,6 +122,14 @@ def test_bad_parameter_through_papermill_stops_before_any_work(tmp_path, params,
         os.environ.clear()
         os.environ.update(old)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.ipynb"]  # papermill's own record only
+
+
+def test_bad_cold_variant_through_papermill(tmp_path):
+    import papermill
+    with pytest.raises(papermill.PapermillExecutionError, match=r"cold_variants=\['rows99'\] is not allowed"):
+        papermill.execute_notebook(str(config.NOTEBOOKS_DIR / "03_cold_diffusion.ipynb"), str(tmp_path / "o.ipynb"),
+                                   parameters={"profile": "smoke", "cold_variants": ["rows99"]},
+                                   kernel_name="python3", progress_bar=False)
 
 
 def test_unknown_parameter_name_is_refused():
