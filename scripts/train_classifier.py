@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from helpers import classifier  # noqa: E402
-from helpers.data import load_mnist  # noqa: E402
+from helpers.data import file_hash, load_mnist  # noqa: E402
 from helpers.training import atomic_write_bytes  # noqa: E402
 
 MIN_ACCURACY = 0.992  # SPEC section 3
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.save(model.state_dict(), buf)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(args.out, buf.getvalue())
-    digest = classifier.sha256_file(args.out)
+    digest = file_hash(args.out, "sha256")
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB), SHA-256 {digest}")
     if digest != classifier.WEIGHTS_SHA256:
         print("this differs from WEIGHTS_SHA256 in helpers/classifier.py: pin it there if this file "

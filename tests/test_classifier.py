@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from helpers import classifier as clf
-from helpers.data import load_mnist
+from helpers.data import file_hash, load_mnist
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +15,7 @@ def model(mnist_dir):
 def test_shipped_weights_match_the_pinned_hash():
     assert clf.WEIGHTS_PATH.is_file()
     assert clf.WEIGHTS_PATH.stat().st_size < 2_000_000
-    assert clf.sha256_file(clf.WEIGHTS_PATH) == clf.WEIGHTS_SHA256
+    assert file_hash(clf.WEIGHTS_PATH, "sha256") == clf.WEIGHTS_SHA256
     state = torch.load(clf.WEIGHTS_PATH, weights_only=True)
     assert all(isinstance(v, torch.Tensor) for v in state.values())  # a plain state_dict
 
