@@ -133,29 +133,30 @@ def _cached_json(path: Path, compute) -> dict:
     """Load a result written earlier under this exact key, or compute it and write it atomically.
 
     The file stores the result with the SHA-256 of its canonical text; a file that fails the check
-    is reported and recomputed, never used.
+    is reported and recomputed, never used. A lock makes a second process wait for the first one's
+    result instead of computing it again.
     """
     import hashlib
     import json
 
-    from .training import atomic_write_bytes
+    from .training import atomic_write_bytes, file_lock
 
     def digest(result) -> str:
         return hashlib.sha256(json.dumps(result, sort_keys=True).encode()).hexdigest()
 
-    if path.is_file():
-        try:
-            stored = json.loads(path.read_text())
-            if stored["sha256"] == digest(stored["result"]):
-                return stored["result"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            pass
-        print(f"ignoring damaged result file {path}; recomputing")
-    result = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps({"sha256": digest(result), "result": result}, indent=1, sort_keys=True)
-    atomic_write_bytes(path, text.encode())
-    return result
+    with file_lock(path.with_name(f".{path.name}.lock"), path.name):
+        if path.is_file():
+            try:
+                stored = json.loads(path.read_text())
+                if stored["sha256"] == digest(stored["result"]):
+                    return stored["result"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                pass
+            print(f"ignoring damaged result file {path}; recomputing")
+        result = compute()
+        text = json.dumps({"sha256": digest(result), "result": result}, indent=1, sort_keys=True)
+        atomic_write_bytes(path, text.encode())
+        return result
 
 
 def _key(spec: dict) -> str:

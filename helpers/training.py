@@ -166,19 +166,24 @@ def latest_checkpoint(run_dir: Path, key: str, log: Callable[[str], None] = prin
 
 
 @contextlib.contextmanager
-def run_lock(run_dir: Path, log: Callable[[str], None] = print):
-    """Exclusive lock on a run folder: a second process waits until the first is done."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / ".lock", "w") as f:
+def file_lock(lock_path: Path, what: str, log: Callable[[str], None] = print):
+    """Exclusive lock on `lock_path`: a second process waits until the first is done."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            log(f"another process is training {run_dir.name}; waiting for it to finish")
+            log(f"another process is working on {what}; waiting for it to finish")
             fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def run_lock(run_dir: Path, log: Callable[[str], None] = print):
+    """Lock on a run folder, held while the run trains."""
+    return file_lock(run_dir / ".lock", f"training {run_dir.name}", log)
 
 
 # --------------------------------------------------------------------------- RNG state
