@@ -61,6 +61,20 @@ def check_choice(name: str, value: Any, allowed) -> None:
         _fail(name, value, f"one of {sorted(allowed)}")
 
 
+def check_hidden(hidden: Any) -> None:
+    if not (isinstance(hidden, tuple) and len(hidden) >= 1 and all(
+            isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden)):
+        _fail("hidden", hidden, "a non-empty tuple of positive integers")
+
+
+def check_overrides(cfg: Any, changes: dict) -> None:
+    """Refuse an override that names no field of the dataclass `cfg`."""
+    names = [f.name for f in dataclasses.fields(cfg)]
+    unknown = sorted(set(changes) - set(names))
+    if unknown:
+        _fail("override", unknown[0], f"one of {names}")
+
+
 def _as_tuple(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
@@ -87,16 +101,12 @@ class DDPMConfig:
                 and 0 < b[0] < b[1] < 1):
             _fail("betas", self.betas, "a pair (beta1, beta2) with 0 < beta1 < beta2 < 1")
         check_float("lr", self.lr, 0.0)
-        if not (isinstance(self.hidden, tuple) and len(self.hidden) >= 1 and all(
-                isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in self.hidden)):
-            _fail("hidden", self.hidden, "a non-empty tuple of positive integers")
+        check_hidden(self.hidden)
         check_choice("activation", self.activation, ACTIVATIONS)
         check_int("batch_size", self.batch_size, 1)
 
     def replace(self, **changes: Any) -> "DDPMConfig":
-        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
-        if unknown:
-            _fail("override", sorted(unknown)[0], f"one of {[f.name for f in dataclasses.fields(self)]}")
+        check_overrides(self, changes)
         return dataclasses.replace(self, **changes)
 
 
@@ -149,9 +159,7 @@ class ColdConfig:
         check_choice("schedule", self.schedule, COLD_SCHEDULES)
         check_int("schedule_seed", self.schedule_seed, 0)
         check_float("lr", self.lr, 0.0)
-        if not (isinstance(self.hidden, tuple) and len(self.hidden) >= 1 and all(
-                isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in self.hidden)):
-            _fail("hidden", self.hidden, "a non-empty tuple of positive integers")
+        check_hidden(self.hidden)
         check_choice("activation", self.activation, ACTIVATIONS)
         check_int("batch_size", self.batch_size, 1)
         check_choice("loss", self.loss, COLD_LOSSES)
@@ -162,9 +170,7 @@ class ColdConfig:
             _fail("T", self.T, f"{steps} for group={self.group} (28 rows or columns / group size)")
 
     def replace(self, **changes: Any) -> "ColdConfig":
-        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
-        if unknown:
-            _fail("override", sorted(unknown)[0], f"one of {[f.name for f in dataclasses.fields(self)]}")
+        check_overrides(self, changes)
         if "group" in changes and "T" not in changes:
             changes["T"] = None
         return dataclasses.replace(self, **changes)

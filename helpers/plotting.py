@@ -10,6 +10,7 @@ import torch
 
 from . import config
 from .data import to_unit_range
+from .metrics import METRIC_LABELS
 
 sns.set_theme(style="whitegrid", context="notebook")
 
@@ -75,11 +76,6 @@ def samples_figure(samples: dict[int, torch.Tensor], title: str = "", ncol: int 
     return fig
 
 
-METRIC_TITLES = {
-    "fid_classifier": "FID (MNIST classifier)",
-    "is_classifier_mean": "IS (MNIST classifier)",
-    "kid_classifier_mean": "KID (MNIST classifier)",
-}
 
 
 def metric_figure(runs: dict, metric: str, floor: float | None = None, title: str = ""):
@@ -100,8 +96,8 @@ def metric_figure(runs: dict, metric: str, floor: float | None = None, title: st
     if floor is not None:
         ax.axhline(floor, color="k", ls="--", lw=1, label="real data")
     n = next(iter(next(iter(runs.values())).metrics.values()), {}).get("n", "?")
-    ax.set(xlabel="epoch", ylabel=METRIC_TITLES.get(metric, metric),
-           title=title or f"{METRIC_TITLES.get(metric, metric)} per epoch ({n} samples)")
+    ax.set(xlabel="epoch", ylabel=METRIC_LABELS.get(metric, metric),
+           title=title or f"{METRIC_LABELS.get(metric, metric)} per epoch ({n} samples)")
     ax.legend()
     return fig
 
