@@ -1,0 +1,378 @@
+"""The one home of file I/O: atomic writes, locks, hashes, verified caches and cache keys.
+
+Every module that writes or caches goes through here, so there is one definition of "written
+safely", one of "verified when read" and one of "keyed by everything that decides it".
+
+- `atomic_write_bytes` / `atomic_write_text`: temporary file beside the target, fsync, rename. A
+  failure leaves the old file untouched and no temporary behind; temporaries left by a killed process
+  are removed by `remove_stale_temporaries`.
+- `write_verified` / `read_verified`: a file whose first line is the SHA-256 of the rest. Reading
+  checks it; a mismatch raises `CorruptFile` (callers report it and recompute).
+- `cached_json` / `cached_tensors`: a result computed once under a key, stored verified, recomputed
+  (never used) when damaged, and locked so two processes never compute it twice at once.
+- `code_hash`: the syntax trees of a set of `helpers` modules and everything they import from the
+  package (the import-graph closure), so an edit anywhere that can change a result changes the key,
+  while comments and formatting do not.
+- `key_of`: a short stable hash of any JSON-able description.
+"""
+from __future__ import annotations
+
+import ast
+import contextlib
+import fcntl
+import hashlib
+import io
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+TMP_SUFFIX = ".tmp"
+_TMP_RE = re.compile(r"^\..+\.(\d+)\.tmp(\.[A-Za-z0-9]+)?$")
+_HEADER = b"sha256:"
+
+
+class CorruptFile(RuntimeError):
+    """A stored file failed its checksum or could not be decoded."""
+
+
+def fresh_requested() -> bool:
+    """True when the user asked to ignore cached results (`run_all.sh --fresh`)."""
+    return os.environ.get("DIFFUSION_FRESH", "") not in ("", "0")
+
+
+# --------------------------------------------------------------------------- writing
+def temporary_name(path: Path) -> Path:
+    """The temporary file a write to `path` goes through: hidden, tagged with this process id and
+    keeping the suffix (so tools that pick a format by extension, like savefig, still work)."""
+    path = Path(path)
+    return path.with_name(f".{path.stem}.{os.getpid()}{TMP_SUFFIX}{path.suffix}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path):
+    """Yield a temporary path to write `path` through; rename it over `path` on success.
+
+    Whatever happens inside, either `path` is the complete new file or it is unchanged, and the
+    temporary file is gone.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_name(path)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+    return Path(path)
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def remove_stale_temporaries(folder: Path, recursive: bool = False) -> list[Path]:
+    """Delete temporaries of `atomic_path` whose writing process no longer exists."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for p in (folder.rglob(".*") if recursive else folder.glob(".*")):
+        m = _TMP_RE.match(p.name)
+        if m and p.is_file() and not pid_alive(int(m.group(1))):
+            with contextlib.suppress(OSError):
+                p.unlink()
+                removed.append(p)
+    return removed
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# --------------------------------------------------------------------------- hashes
+def file_hash(path: Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file, read in 1 MiB chunks (algorithm: any name hashlib knows)."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def bytes_hash(data: bytes, algorithm: str = "sha256") -> str:
+    return hashlib.new(algorithm, data).hexdigest()
+
+
+def key_of(spec: Any, length: int = 12) -> str:
+    """Short stable hash of a JSON-able description (dict keys sorted)."""
+    text = json.dumps(spec, sort_keys=True, default=_json_default)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def tensor_hash(t) -> str:
+    """SHA-256 of a tensor's dtype, shape and contents (identity of a data set)."""
+    import torch
+
+    t = t.detach().cpu().contiguous()
+    h = hashlib.sha256(f"{t.dtype}:{tuple(t.shape)}:".encode())
+    h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- verified files
+def write_verified(path: Path, payload: bytes) -> Path:
+    """Write `payload` atomically behind a header line holding its SHA-256."""
+    return atomic_write_bytes(path, _HEADER + bytes_hash(payload).encode() + b"\n" + payload)
+
+
+def read_verified(path: Path) -> bytes:
+    """The payload of a file written by `write_verified`; CorruptFile when the check fails."""
+    blob = Path(path).read_bytes()
+    head, sep, payload = blob.partition(b"\n")
+    if not sep or not head.startswith(_HEADER):
+        raise CorruptFile(f"{path} has no checksum header (not written by this project, or cut short)")
+    if head[len(_HEADER):].decode("ascii", "replace") != bytes_hash(payload):
+        raise CorruptFile(f"{path} fails its SHA-256 check (damaged or cut short)")
+    return payload
+
+
+# --------------------------------------------------------------------------- JSON
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON-able")
+
+
+def to_plain(obj: Any, where: str = "result") -> Any:
+    """A copy of `obj` made of JSON types only: numpy and torch scalars become Python numbers,
+    tuples become lists. Anything else (arrays, tensors with more than one value, objects) is
+    refused with an error naming where it sits."""
+    if obj is None or isinstance(obj, (bool, str)):
+        return obj
+    if isinstance(obj, int):
+        return int(obj)
+    if isinstance(obj, float):
+        return float(obj)
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            if not isinstance(k, (str, int)) or isinstance(k, bool):
+                raise TypeError(f"{where}: key {k!r} is not a str or int")
+            out[k] = to_plain(v, f"{where}[{k!r}]")
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+    item = getattr(obj, "item", None)
+    size = getattr(obj, "size", None)
+    numel = getattr(obj, "numel", None)
+    n = numel() if callable(numel) else size if isinstance(size, int) else None
+    if callable(item) and n == 1:
+        return to_plain(item(), where)
+    raise TypeError(f"{where}: {type(obj).__name__} cannot be stored as JSON")
+
+
+def _encode(obj: Any) -> Any:
+    """Plain values -> JSON, keeping integer dict keys as integers (such a dict is stored as a list of pairs)."""
+    if isinstance(obj, dict):
+        if any(isinstance(k, int) for k in obj):
+            return {"__items__": [[k, _encode(v)] for k, v in obj.items()]}
+        return {str(k): _encode(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_encode(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return {"__float__": repr(obj)}
+    return obj
+
+
+def _decode(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        if set(obj) == {"__items__"}:
+            return {k: _decode(v) for k, v in obj["__items__"]}
+        if set(obj) == {"__float__"}:
+            return float(obj["__float__"])
+        return {k: _decode(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_decode(v) for v in obj]
+    return obj
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(_encode(to_plain(obj)), indent=1, sort_keys=True, allow_nan=False)
+
+
+def loads(text: str) -> Any:
+    return _decode(json.loads(text))
+
+
+def write_json(path: Path, obj: Any) -> Path:
+    """Plain JSON for people and other programs (results files), written atomically."""
+    text = json.dumps(to_plain(obj), indent=1, sort_keys=True, allow_nan=True, default=_json_default)
+    return atomic_write_text(path, text + "\n")
+
+
+def write_verified_json(path: Path, obj: Any) -> Path:
+    return write_verified(path, dumps(obj).encode("utf-8"))
+
+
+def read_verified_json(path: Path) -> Any:
+    payload = read_verified(path)
+    try:
+        return loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise CorruptFile(f"{path} is not valid UTF-8 JSON ({exc})") from exc
+
+
+# --------------------------------------------------------------------------- locks
+@contextlib.contextmanager
+def file_lock(lock_path: Path, what: str, log: Callable[[str], None] = print):
+    """Exclusive lock on `lock_path`: a second process waits until the first is done.
+
+    Where the folder cannot be written (a read-only cache), nobody can write a result there either,
+    so the lock is skipped.
+    """
+    lock_path = Path(lock_path)
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(lock_path, "a")
+    except OSError:
+        yield
+        return
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"another process is working on {what}; waiting for it to finish")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# --------------------------------------------------------------------------- caches
+def cached_json(path: Path, compute: Callable[[], Any], log: Callable[[str], None] = print) -> Any:
+    """The result stored at `path` (written earlier under this exact key), or `compute()` stored there.
+
+    The stored file is verified when read; a damaged one (checksum, encoding, JSON) is reported and
+    recomputed, never used. What is returned is the same either way: integer keys stay integers.
+    With `DIFFUSION_FRESH=1` a stored result is ignored and replaced.
+    """
+    path = Path(path)
+    with file_lock(path.with_name(f".{path.name}.lock"), path.name, log):
+        if path.is_file() and not fresh_requested():
+            try:
+                return read_verified_json(path)
+            except CorruptFile as exc:
+                log(f"ignoring damaged result file: {exc}; recomputing")
+        result = loads(dumps(compute()))
+        write_verified_json(path, result)
+        return result
+
+
+def save_tensors(path: Path, payload: dict) -> Path:
+    """A dict of tensors and plain values, saved verified (torch's format inside)."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    return write_verified(path, buf.getvalue())
+
+
+def load_tensors(path: Path) -> dict:
+    """Load what `save_tensors` wrote: checksum first, then torch's safe (weights-only) loader.
+    Any failure is a CorruptFile."""
+    import pickle
+
+    import torch
+
+    payload = read_verified(path)
+    try:
+        return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, AttributeError) as exc:
+        raise CorruptFile(f"{path} could not be loaded safely ({type(exc).__name__}: "
+                          f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''})") from exc
+
+
+def cached_tensors(path: Path, compute: Callable[[], dict], log: Callable[[str], None] = print) -> dict:
+    """Like `cached_json` for dicts of tensors."""
+    path = Path(path)
+    with file_lock(path.with_name(f".{path.name}.lock"), path.name, log):
+        if path.is_file() and not fresh_requested():
+            try:
+                return load_tensors(path)
+            except CorruptFile as exc:
+                log(f"ignoring damaged cache file: {exc}; recomputing")
+        result = compute()
+        save_tensors(path, result)
+        return result
+
+
+# --------------------------------------------------------------------------- code keys
+def _package_imports(tree: ast.AST, package: str) -> set[str]:
+    """Names of the package's modules imported anywhere in `tree` (also inside functions)."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 1 and node.module:
+                found.add(node.module.split(".")[0])
+            elif node.level == 1:
+                found.update(a.name for a in node.names)
+            elif node.level == 0 and node.module and node.module.split(".")[0] == package:
+                parts = node.module.split(".")
+                if len(parts) > 1:
+                    found.add(parts[1])
+                else:
+                    found.update(a.name for a in node.names)
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                parts = a.name.split(".")
+                if parts[0] == package and len(parts) > 1:
+                    found.add(parts[1])
+    return found
+
+
+def module_closure(roots: Iterable[str], folder: Path = PACKAGE_DIR) -> list[str]:
+    """The modules of the package in `folder` reachable from `roots` through imports."""
+    package = folder.name
+    todo, seen = list(roots), set()
+    while todo:
+        name = todo.pop()
+        path = folder / f"{name}.py"
+        if name in seen or not path.is_file():
+            continue
+        seen.add(name)
+        todo.extend(_package_imports(ast.parse(path.read_text()), package) - seen)
+    return sorted(seen)
+
+
+def code_hash(roots: Iterable[str], folder: Path = PACKAGE_DIR) -> str:
+    """Hash of the syntax trees of `roots` and every package module they import, directly or not.
+
+    Comments and formatting do not change it; any change to code that can run does.
+    """
+    h = hashlib.sha256()
+    for name in module_closure(roots, folder):
+        tree = ast.parse((folder / f"{name}.py").read_text())
+        h.update(name.encode() + b"\0" + ast.dump(tree).encode() + b"\0")
+    return h.hexdigest()[:16]
