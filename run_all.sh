@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The study's two commands:
-#   ./run_all.sh [--profile smoke|quick|full] [--only NOTEBOOK ...]   regenerate every figure (and the report)
-#   ./run_all.sh test [PYTEST ARGS ...]                               run the whole test suite
+#   ./run_all.sh [--profile NAME] [--only NAME ...] [-p NAME VALUE ...] [--fresh] [--jobs N] [--pretrain]
+#                                       regenerate every figure, table and the report (--help: every option)
+#   ./run_all.sh test [PYTEST ARGS ...] run the whole test suite
 # Each sets up what it needs on a fresh machine: a virtual environment in .venv with the pinned
 # requirements (reused while requirements.txt and pyproject.toml are unchanged), unless an active
-# conda or virtual environment already has every pin.
+# conda or virtual environment already has every pin; TeX for the report and Chromium for the
+# browser test come from apt-get when missing (as root).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$ROOT"
@@ -12,36 +14,46 @@ cd "$ROOT"
 say() { printf '[run_all] %s\n' "$*" >&2; }
 die() { printf '[run_all] error: %s\n' "$*" >&2; exit 2; }
 
-usage() { sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; }
-
 # ---------------------------------------------------------------- arguments
+# Checked before any set-up by the pipeline's own parser, which needs only the standard library.
 MODE=main
 if [ "${1:-}" = "test" ]; then MODE=test; shift; fi
+REPORT=
 if [ "$MODE" = main ]; then
-  ARGS=()
-  while [ $# -gt 0 ]; do
-    case "$1" in
-      -h|--help) usage; exit 0 ;;
-      --profile) [ $# -ge 2 ] || die "--profile needs a value"; ARGS+=(--profile "$2"); PROFILE="$2"; shift 2 ;;
-      --profile=*) PROFILE="${1#*=}"; ARGS+=(--profile "$PROFILE"); shift ;;
-      --only) shift; ARGS+=(--only); while [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; do ARGS+=("$1"); shift; done ;;
-      *) die "unknown argument '$1' (see ./run_all.sh --help)" ;;
-    esac
+  command -v python3 >/dev/null || die "python3 is needed (3.11 for the pinned torch build)"
+  for a in "$@"; do
+    case "$a" in -h|--help) PYTHONPATH="$ROOT" PYTHONDONTWRITEBYTECODE=1 exec python3 -m helpers.pipeline --help ;; esac
   done
-  if [ -n "${PROFILE:-}" ]; then
-    # Validate before any set-up: helpers/config.py imports only the standard library.
-    msg="$(python3 - "$ROOT" "$PROFILE" 2>&1 <<'PY'
-import sys
-sys.path.insert(0, sys.argv[1])
-from helpers import config
-try:
-    config.profile(sys.argv[2])
-except ValueError as exc:
-    print(exc)
-    sys.exit(1)
-PY
-)" || die "$msg"
+  rc=0; REPORT="$(PYTHONPATH="$ROOT" PYTHONDONTWRITEBYTECODE=1 python3 -m helpers.pipeline --check-args "$@")" || rc=$?
+  [ "$rc" = 0 ] || exit "$rc"
+fi
+
+# ---------------------------------------------------------------- system packages
+TEX_PKGS="latexmk texlive-latex-recommended texlive-fonts-recommended lmodern poppler-utils"
+have_tex() { command -v latexmk && command -v pdflatex && command -v pdftotext && kpsewhich lmodern.sty; } >/dev/null 2>&1
+APT_UPDATED=
+apt_install() {  # packages...; false when not root or apt-get is missing or it fails
+  [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || return 1
+  say "installing with apt-get: $*"
+  export DEBIAN_FRONTEND=noninteractive
+  if [ -z "$APT_UPDATED" ]; then apt-get update -qq >/dev/null || return 1; APT_UPDATED=1; fi
+  apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+ensure_tex() {  # strict: die when TeX is missing and cannot be installed
+  have_tex && return 0
+  if [ "$1" = strict ]; then
+    { apt_install $TEX_PKGS && have_tex; } \
+      || die "the report needs TeX: install $TEX_PKGS (sudo apt-get install --no-install-recommends ...)"
+  else
+    { apt_install $TEX_PKGS && have_tex; } || say "warning: no TeX ($TEX_PKGS); the report tests cannot build a PDF"
   fi
+}
+if [ "$MODE" = test ]; then
+  ensure_tex lenient
+  command -v chromium >/dev/null || apt_install chromium \
+    || say "warning: no chromium (apt-get install chromium); the browser test needs it"
+elif [ "$REPORT" = report ]; then
+  ensure_tex strict
 fi
 
 # ---------------------------------------------------------------- environment
@@ -82,4 +94,4 @@ if [ "$MODE" = test ]; then
   say "running the test suite with $PY"
   exec "$PY" -m pytest "$@"
 fi
-exec "$PY" -m helpers.pipeline "${ARGS[@]}"
+exec "$PY" -m helpers.pipeline "$@"

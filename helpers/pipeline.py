@@ -1,109 +1,342 @@
-"""Headless regeneration: execute every notebook in order with papermill, then build the report.
+"""Headless regeneration: pre-train (optional), execute every notebook with papermill, export HTML,
+record the run, then build the report.
 
-    python -m helpers.pipeline [--profile smoke|quick|full] [--only 01_ddpm ...]
+    python -m helpers.pipeline [--profile NAME] [--only NAME ...] [-p NAME VALUE ...] [--fresh]
+                               [--jobs N|auto] [--pretrain]
 
-Executed copies land in build/<profile>/, written to a temporary name first so an interrupted run
-never leaves a half-executed notebook under the final name. Figures land in Plots/<profile>/.
+Executed notebooks land in build/<profile>/ (a failed one, with its traceback, in
+build/<profile>/failed/), figures in Plots/<profile>/, numbers in results/<profile>/ and the run's
+record in results/<profile>/pipeline.json.
+
+Checking the arguments (`validate`) needs only the standard library, so run_all.sh calls
+`python3 -m helpers.pipeline --check-args ...` before any environment exists.
 """
 from __future__ import annotations
 
 import argparse
+import ast
+import importlib
+import json
 import os
+import platform
+import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from . import config
 
-
-def notebooks(only: list[str] | None = None) -> list[Path]:
-    found = sorted(config.NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
-    if only:
-        names = {p.stem: p for p in found}
-        for name in only:
-            config.check_choice("notebook", name, names)
-        found = [names[n] for n in only]
-    return found
+REPORT = "report"  # the name `--only` gives the report
+RESULTS_DIR = config._dir("DIFFUSION_RESULTS_DIR", config.ROOT / "results")
 
 
-def check_injection(path: Path, params: dict) -> None:
-    """Every injected name must be declared in the notebook's parameters cell."""
-    import papermill
+class PipelineError(RuntimeError):
+    """A stage could not run; the message says why."""
 
-    declared = papermill.inspect_notebook(str(path))
-    for name in params:
+
+class NotebookFailed(PipelineError):
+    """A notebook raised; the message names it, the cell and where its executed copy is."""
+
+
+# --------------------------------------------------------------------------- arguments (stdlib only)
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="./run_all.sh", allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Regenerate every figure, table and the report of the study.\n"
+                    "`./run_all.sh test [PYTEST ARGS ...]` runs the test suite instead.",
+        epilog="examples:\n  ./run_all.sh --profile smoke\n  ./run_all.sh --only 01_ddpm -p preset testing\n"
+               "  ./run_all.sh --only 01_ddpm -p overrides \"{'lr': 1e-3}\" --fresh\n"
+               "  ./run_all.sh --only report")
+    ap.add_argument("--profile", metavar="NAME",
+                    help=f"one of {sorted(config.PROFILES)}; default: full with CUDA, quick without")
+    ap.add_argument("--only", nargs="*", metavar="NAME",
+                    help=f"run only these notebooks (file stems such as 01_ddpm) and/or {REPORT!r}; "
+                         "the report is built only when it is named here or --only is not given")
+    ap.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                    help="set a parameter of every selected notebook that declares it (papermill-style; "
+                         "VALUE is a Python literal or else a plain string); repeatable")
+    ap.add_argument("--fresh", action="store_true",
+                    help="ignore cached runs and results: retrain and recompute what the notebooks touch")
+    ap.add_argument("--jobs", default="auto", metavar="N",
+                    help="training processes of the pre-training stage: an integer >= 1 or 'auto' "
+                         "(1 on a CPU, where the stage is skipped; on CUDA what the GPU holds)")
+    ap.add_argument("--pretrain", action="store_true",
+                    help="train every run of the study before the notebooks even with --jobs 1")
+    ap.add_argument("--check-args", action="store_true", help=argparse.SUPPRESS)
+    return ap
+
+
+def notebook_paths() -> list[Path]:
+    return sorted(config.NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+
+
+def declared_parameters(path: Path) -> dict[str, Any]:
+    """Names and default values of the notebook's cell tagged "parameters" (what papermill injects into)."""
+    nb = json.loads(Path(path).read_text())
+    for cell in nb["cells"]:
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            src = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
+            out = {}
+            for node in ast.parse(src).body:
+                target = node.targets[0] if isinstance(node, ast.Assign) else getattr(node, "target", None)
+                if isinstance(target, ast.Name) and node.value is not None:
+                    out[target.id] = ast.literal_eval(node.value)
+            return out
+    return {}
+
+
+def parse_value(text: str) -> Any:
+    """`-p NAME VALUE`: a Python literal when VALUE is one (3, 1e-3, None, [1, 2], {'lr': 1e-3}), else the string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def validate(argv: list[str] | None = None) -> dict:
+    """Check every argument against the profiles and the notebooks; ValueError names the bad one.
+
+    Returns the plan: profile (None: chosen later for this machine), notebooks, injected parameters,
+    whether the report is built, jobs ('auto' or an int), fresh, pretrain.
+    """
+    args = parser().parse_args(argv)
+    if args.profile is not None:
+        try:
+            config.profile(args.profile)
+        except ValueError as exc:
+            raise ValueError(f"--profile: {exc}") from None
+    found = {p.stem: p for p in notebook_paths()}
+    allowed = sorted(found) + [REPORT]
+    if args.only is not None:
+        if not args.only:
+            raise ValueError(f"--only needs at least one name; expected some of {allowed}")
+        for name in args.only:
+            if name not in allowed:
+                raise ValueError(f"--only: {name!r} is not a notebook or {REPORT!r}; expected some of {allowed}")
+    books = [p for name, p in found.items() if args.only is None or name in args.only]
+    report = args.only is None or REPORT in args.only
+
+    params = {}
+    for name, text in args.parameter:
+        if name == "profile":
+            raise ValueError("-p profile: give the profile with --profile")
+        declared = set().union(*(declared_parameters(b) for b in books)) if books else set()
         if name not in declared:
-            raise ValueError(f"parameter {name!r} is not declared by {path.name}; "
-                             f"its parameters are {sorted(declared)}")
+            raise ValueError(f"-p {name}: no selected notebook ({', '.join(b.stem for b in books) or 'none'}) "
+                             f"declares it; expected one of {sorted(declared - {'profile'})}")
+        params[name] = parse_value(text)
+
+    jobs = args.jobs
+    if jobs != "auto":
+        if not jobs.isdigit() or int(jobs) < 1:
+            raise ValueError(f"--jobs={jobs!r} is not allowed; expected 'auto' or an integer >= 1")
+        jobs = int(jobs)
+    return {"profile": args.profile, "books": books, "params": params, "report": report, "jobs": jobs,
+            "fresh": args.fresh, "pretrain": args.pretrain, "check_only": args.check_args}
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def book_parameters(book: Path, profile: str | None, params: dict) -> dict:
+    """What papermill injects into `book`: the profile and the -p names it declares."""
+    declared = declared_parameters(book)
+    return {"profile": profile, **{k: v for k, v in params.items() if k in declared}}
 
 
-def remove_stale_partials(out_dir: Path) -> None:
-    """Delete half-executed notebooks left by a pipeline that was killed (its pid is gone)."""
-    for tmp in out_dir.glob(".*.running.ipynb"):
-        pid = tmp.name.split(".")[-3]
-        if pid.isdigit() and not _alive(int(pid)):
-            tmp.unlink(missing_ok=True)
+def check_values(books: list[Path], profile: str | None, params: dict) -> None:
+    """Validate each notebook's parameters as the notebook itself will (its defaults updated by the
+    injected values), so a bad value stops here instead of after earlier notebooks ran."""
+    from .experiments import check_params
+
+    for book in books:
+        try:
+            check_params(None, **{**declared_parameters(book), **book_parameters(book, profile, params)})
+        except ValueError as exc:
+            raise ValueError(f"{book.name}: {exc}") from None
 
 
-def execute(path: Path, params: dict, out_dir: Path) -> Path:
+# --------------------------------------------------------------------------- running
+def remove_stale_temporaries(profile: str) -> None:
+    """Half-written files of a killed run (their process is gone)."""
+    from . import store
+
+    for folder in (config.BUILD_DIR / profile, config.PLOTS_DIR / profile, RESULTS_DIR / profile):
+        store.remove_stale_temporaries(folder, recursive=True)
+
+
+def execute(book: Path, params: dict, out_dir: Path) -> Path:
+    """Run `book` into out_dir/<name> (atomically); on failure keep the executed copy in out_dir/failed/."""
     import papermill
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    out = out_dir / path.name
-    tmp = out_dir / f".{path.stem}.{os.getpid()}.running.ipynb"
-    try:
-        papermill.execute_notebook(str(path), str(tmp), parameters=params, cwd=str(path.parent),
-                                   kernel_name="python3", progress_bar=False)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    from . import store
+
+    out, failed = out_dir / book.name, out_dir / "failed" / book.name
+    with store.atomic_path(out) as tmp:
+        try:
+            papermill.execute_notebook(str(book), str(tmp), parameters=params, cwd=str(book.parent),
+                                       kernel_name="python3", progress_bar=False)
+        except Exception as exc:
+            where = "its kernel stopped"
+            if isinstance(exc, papermill.PapermillExecutionError):
+                first = next((line for line in exc.source.splitlines() if line.strip()), "")
+                where = f"cell In [{exc.exec_count}] ({first[:60]!r}) raised {exc.ename}: {exc.evalue}"
+            kept = ""
+            if tmp.is_file():
+                failed.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, failed)
+                kept = f"; the executed copy with the traceback is {failed}"
+            raise NotebookFailed(f"notebook {book.stem} failed: {where}{kept}") from exc
+    failed.unlink(missing_ok=True)  # an earlier failure is fixed
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="run_all.sh", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--profile", default=None,
-                    help=f"one of {sorted(config.PROFILES)}; default: full with CUDA, quick without")
-    ap.add_argument("--only", nargs="+", default=None, help="run only these notebooks (e.g. 01_ddpm)")
-    args = ap.parse_args(argv)
+def export_html(notebook: Path) -> Path:
+    from nbconvert import HTMLExporter
 
-    if args.profile is None:
+    from . import store
+
+    body, _ = HTMLExporter().from_filename(str(notebook))
+    return store.atomic_write_text(notebook.with_suffix(".html"), body)
+
+
+def _git() -> dict:
+    def git(*args):
+        r = subprocess.run(["git", *args], cwd=config.ROOT, capture_output=True, text=True)
+        return r.stdout.strip() if r.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain") if commit else None
+    return {"commit": commit, "clean": None if status is None else status == ""}
+
+
+def _device() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def write_record(profile: str, started: float, timings: dict) -> Path:
+    """results/<profile>/pipeline.json; notebooks not run this time keep their earlier entries."""
+    import torch
+
+    from . import store
+
+    path = RESULTS_DIR / profile / "pipeline.json"
+    try:
+        earlier = json.loads(path.read_text()).get("notebooks", {})
+    except (OSError, ValueError, AttributeError):
+        earlier = {}
+    stamp = lambda t: datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")  # noqa: E731
+    finished = time.time()
+    return store.write_json(path, {
+        "profile": profile, "started": stamp(started), "finished": stamp(finished),
+        "wall_seconds": round(finished - started, 1), "notebooks": {**earlier, **timings},
+        "git": _git(), "device": _device(),
+        "precision": "fp32",  # the engine trains in fp32 unless told otherwise (TrainSettings.bf16)
+        "python": platform.python_version(), "torch": torch.__version__})
+
+
+def _pretrain_module():
+    try:
+        return importlib.import_module(f"{__package__}.pretrain")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__package__}.pretrain":
+            raise
+        raise PipelineError("the pre-training stage needs helpers/pretrain.py, which this checkout lacks; "
+                           "run without --pretrain and with --jobs 1") from None
+
+
+def resolve_jobs(jobs: str | int) -> int:
+    if jobs != "auto":
+        return jobs
+    import torch
+
+    return _pretrain_module().default_jobs() if torch.cuda.is_available() else 1
+
+
+def build_report(profile: str) -> None:
+    if not (config.ROOT / "helpers" / "report.py").is_file():
+        raise PipelineError("the report needs helpers/report.py, which this checkout lacks")
+    print(f"[report] building report/{profile}/report.pdf", flush=True)
+    r = subprocess.run([sys.executable, "-m", "helpers.report", "--profile", profile], cwd=config.ROOT)
+    if r.returncode != 0:
+        raise PipelineError(f"the report build failed (python -m helpers.report --profile {profile}, "
+                           f"exit status {r.returncode})")
+
+
+def run(plan: dict) -> None:
+    started = time.time()
+    if plan["profile"] is None:
         name, why = config.default_profile_name()
         print(f"profile: {name} (chosen because {why})")
     else:
-        name = config.profile(args.profile).name
+        name = plan["profile"]
         print(f"profile: {name} (given with --profile)")
-    params = {"profile": name}
-    books = notebooks(args.only)
-    for book in books:
-        check_injection(book, params)
+    check_values(plan["books"], name, plan["params"])
+    remove_stale_temporaries(name)
 
-    out_dir = config.BUILD_DIR / name
-    if out_dir.is_dir():
-        remove_stale_partials(out_dir)
-    for book in books:
-        t0 = time.perf_counter()
-        print(f"[{book.stem}] running with {params}", flush=True)
-        out = execute(book, params, out_dir)
-        print(f"[{book.stem}] done in {time.perf_counter() - t0:.0f} s -> {out}", flush=True)
-    print(f"figures: {config.PLOTS_DIR / name}")
+    # Kernels import this checkout's helpers, whatever else an active environment has installed.
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(config.ROOT), os.environ.get("PYTHONPATH")]))
+    if plan["fresh"]:
+        os.environ["DIFFUSION_FRESH"] = "1"
+    if plan["books"]:
+        jobs = resolve_jobs(plan["jobs"])
+        if jobs > 1 or plan["pretrain"]:
+            print(f"[pretrain] training every run of the study with {jobs} process(es)", flush=True)
+            _pretrain_module().run(name, jobs, log=print)
+
+    out_dir, timings = config.BUILD_DIR / name, {}
+    try:
+        for book in plan["books"]:
+            params = book_parameters(book, name, plan["params"])
+            print(f"[{book.stem}] running with {params}", flush=True)
+            t0 = time.perf_counter()
+            seconds = lambda: round(time.perf_counter() - t0, 1)  # noqa: E731
+            try:
+                out = execute(book, params, out_dir)
+            except NotebookFailed:
+                timings[book.stem] = {"seconds": seconds(), "status": "failed"}
+                raise
+            timings[book.stem] = {"seconds": seconds(), "status": "ok"}
+            export_html(out)
+            print(f"[{book.stem}] done in {timings[book.stem]['seconds']:.0f} s -> {out}", flush=True)
+    finally:
+        if timings:
+            print(f"record: {write_record(name, started, timings)}")
+    if plan["books"]:
+        print(f"figures: {config.PLOTS_DIR / name}")
+    if plan["report"]:
+        build_report(name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        plan = validate(argv)
+        if plan["check_only"]:
+            try:  # values too, where this Python can import the checks (they need torch today)
+                check_values(plan["books"], plan["profile"], plan["params"])
+            except ModuleNotFoundError as exc:
+                if (exc.name or "").startswith("helpers"):
+                    raise
+            print(REPORT if plan["report"] else "")
+            return 0
+        run(plan)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(main())

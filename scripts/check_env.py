@@ -1,4 +1,4 @@
-"""Exit 0 when this Python has every pin of requirements.txt and the helpers package; else say what is off.
+"""Exit 0 when this Python has every pin of requirements.txt and imports this checkout's helpers; else say what is off.
 
 Standard library only: run_all.sh calls it before anything is installed.
 """
@@ -20,10 +20,16 @@ for line in (root / "requirements.txt").read_text().splitlines():
         continue
     if have.split("+")[0] != version:
         problems.append(f"{name} {have} installed, {version} pinned")
+# `import helpers` must find this checkout, not another one an active environment has installed.
 try:
-    import helpers  # noqa: F401
+    import helpers
 except ImportError:
-    problems.append("the helpers package is not installed (pip install -e . --no-deps)")
+    problems.append(f"the helpers package is not installed (cd {root} && pip install -e . --no-deps)")
+else:
+    found = Path(helpers.__file__).resolve().parent
+    if found != root / "helpers":
+        problems.append(f"`import helpers` finds {found}, not this checkout's {root / 'helpers'} "
+                        f"(cd {root} && pip install -e . --no-deps, or put {root} first on PYTHONPATH)")
 if problems:
     print("; ".join(problems))
     sys.exit(1)

@@ -16,7 +16,11 @@ NB01 = config.NOTEBOOKS_DIR / "01_ddpm.ipynb"
 
 def _env(base, build="build"):
     return dict(os.environ, DIFFUSION_RUNS_DIR=str(base / "runs"), DIFFUSION_PLOTS_DIR=str(base / "Plots"),
-                DIFFUSION_BUILD_DIR=str(base / build))
+                DIFFUSION_BUILD_DIR=str(base / build), DIFFUSION_RESULTS_DIR=str(base / build / "results"))
+
+
+# Every notebook, without the report (its own tests build it; here it would write into report/).
+NOTEBOOKS = ["--only", *(p.stem for p in pipeline.notebook_paths())]
 
 
 def _start(env, *args):
@@ -34,7 +38,7 @@ def _finish(proc, timeout=1200):
 def smoke(tmp_path_factory, mnist_dir):
     """Kill one pipeline mid-training, then run two at once on the same cache."""
     base = tmp_path_factory.mktemp("pipeline")
-    killed = _start(_env(base), "--profile", "smoke")
+    killed = _start(_env(base), "--profile", "smoke", *NOTEBOOKS)
     deadline = time.time() + 300
     while not list((base / "runs").glob("*/run.json")) and time.time() < deadline:
         time.sleep(0.5)
@@ -42,8 +46,8 @@ def smoke(tmp_path_factory, mnist_dir):
     killed.wait()
     broken = {"figures": sorted((base / "Plots").rglob("*.png")) if (base / "Plots").exists() else [],
               "notebooks": sorted((base / "build").rglob("01_ddpm.ipynb")) if (base / "build").exists() else []}
-    a = _start(_env(base, "build_a"), "--profile", "smoke")
-    b = _start(_env(base, "build_b"), "--profile", "smoke")
+    a = _start(_env(base, "build_a"), "--profile", "smoke", *NOTEBOOKS)
+    b = _start(_env(base, "build_b"), "--profile", "smoke", *NOTEBOOKS)
     return base, broken, _finish(a), _finish(b)
 
 
@@ -61,10 +65,13 @@ def test_smoke_pipeline_writes_figures_and_executed_notebooks(smoke):
             "fig1_4_fid_default.png", "fig1_5_is_default.png", "fig1_9_fid_sets.png",
             "fig2_0_degradation_steps.png", "fig2_4_reconstructions_columns.png",
             "fig2_6_class_histograms.png", "figA_reconstructions_rows7.png"} <= plots
+    record = json.loads((base / "build_a" / "results" / "smoke" / "pipeline.json").read_text())
     for name in ("01_ddpm", "02_hyperparams", "03_cold_diffusion", "04_comparison"):
         nb = json.loads((base / "build_a" / "smoke" / f"{name}.ipynb").read_text())
         assert nb["metadata"]["papermill"]["parameters"] == {"profile": "smoke"}
-    assert not list((base / "build_a" / "smoke").glob(".*running*"))
+        assert (base / "build_a" / "smoke" / f"{name}.html").stat().st_size > 0
+        assert record["notebooks"][name]["status"] == "ok" and record["notebooks"][name]["seconds"] > 0
+    assert not [p for p in (base / "build_a").rglob(".*") if ".tmp" in p.name]
 
 
 def test_two_pipelines_at_once_train_once(smoke):
@@ -80,7 +87,7 @@ def test_two_pipelines_at_once_train_once(smoke):
 def test_rerun_after_a_finished_run_uses_the_cache(smoke):
     base, _, _, _ = smoke
     t0 = time.perf_counter()
-    _finish(_start(_env(base, "build_c"), "--profile", "smoke", "--only", "01_ddpm"))
+    _finish(_start(_env(base, "build_c"), "--profile", "smoke", "--only", "01_ddpm"))  # no report: not named
     assert "(from cache: True)" in (base / "build_c" / "smoke" / "01_ddpm.ipynb").read_text()
     print(f"cached rerun of 01_ddpm: {time.perf_counter() - t0:.1f} s")
 
@@ -133,5 +140,5 @@ def test_bad_cold_variant_through_papermill(tmp_path):
 
 
 def test_unknown_parameter_name_is_refused():
-    with pytest.raises(ValueError, match="parameter 'epochs' is not declared by 01_ddpm.ipynb"):
-        pipeline.check_injection(NB01, {"epochs": 3})
+    with pytest.raises(ValueError, match=r"-p epochs: no selected notebook \(01_ddpm\) declares it"):
+        pipeline.validate(["--only", "01_ddpm", "-p", "epochs", "3"])
