@@ -1,0 +1,119 @@
+"""Results files: the numbers each notebook shows, as plain JSON under results/<profile>/<notebook>.json.
+
+Run folders hold the cache (hash-named, verified); these files are the interface to the report
+(`helpers.report`), so their layout is fixed: see `NOTEBOOKS` and `run_summary` for the blocks, and
+report/README.md for the whole schema. They are written atomically, and non-finite numbers become
+`null`, so any JSON reader (not only Python's) can read them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from . import config, store
+
+# What may be saved: the four notebooks and the pipeline's own record (helpers.pipeline).
+NOTEBOOKS = ("01_ddpm", "02_hyperparams", "03_cold_diffusion", "04_comparison")
+RECORDS = NOTEBOOKS + ("pipeline",)
+
+# The per-epoch numbers a RUN block keeps (metrics.EPOCH_METRICS plus the sample size and epoch).
+EPOCH_FIELDS = ("fid_classifier", "kid_classifier_mean", "kid_classifier_std", "is_classifier_mean",
+                "is_classifier_std", "class_entropy_bits", "top_class_share", "n", "epoch")
+
+
+def results_dir() -> Path:
+    """DIFFUSION_RESULTS_DIR, read at every call (tests and the pipeline set it), else <repo>/results."""
+    return config._dir("DIFFUSION_RESULTS_DIR", config.ROOT / "results")
+
+
+def _check(profile: str, notebook: str) -> None:
+    if not isinstance(profile, str) or not profile or "/" in profile or profile.startswith("."):
+        raise ValueError(f"profile={profile!r} is not allowed; expected a profile name such as "
+                         f"{sorted(config.PROFILES)}")
+    config.check_choice("notebook", notebook, RECORDS)
+
+
+def path(profile: str, notebook: str) -> Path:
+    """results/<profile>/<notebook>.json (the file need not exist)."""
+    _check(profile, notebook)
+    return results_dir() / profile / f"{notebook}.json"
+
+
+def _finite(obj: Any) -> Any:
+    """NaN and infinities -> None: strict JSON has no spelling for them."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def save(profile: str, notebook: str, data: dict) -> Path:
+    """Write `data` as results/<profile>/<notebook>.json, atomically.
+
+    "notebook" and "profile" are filled in, and "profile_settings" too when `profile` is one of
+    config.PROFILES (the report states the protocol from it). Numpy / torch scalars become plain
+    numbers; anything that is not JSON-able is refused with an error naming where it sits.
+    """
+    _check(profile, notebook)
+    if not isinstance(data, dict):
+        raise TypeError(f"data must be a dict, not {type(data).__name__}")
+    data = dict(data)
+    for name, value in (("notebook", notebook), ("profile", profile)):
+        if data.setdefault(name, value) != value:
+            raise ValueError(f"data[{name!r}]={data[name]!r} disagrees with {name}={value!r}")
+    if notebook != "pipeline" and profile in config.PROFILES:
+        data.setdefault("profile_settings", dataclasses.asdict(config.PROFILES[profile]))
+    plain = _finite(store.to_plain(data, f"{notebook}.json"))
+    return store.write_json(path(profile, notebook), plain)
+
+
+def load(profile: str, notebook: str) -> dict:
+    """The results file of one notebook; FileNotFoundError names the notebook that writes it."""
+    p = path(profile, notebook)
+    if not p.is_file():
+        what = "helpers.pipeline" if notebook == "pipeline" else f"notebooks/{notebook}.ipynb"
+        raise FileNotFoundError(f"{p} does not exist: run {what} with profile={profile!r} first")
+    try:
+        return json.loads(p.read_text())
+    except ValueError as exc:
+        raise store.CorruptFile(f"{p} is not valid JSON ({exc})") from exc
+
+
+def _precision(settings) -> str:
+    """TrainSettings.precision ("fp32" / "bf16"), or the older bf16 flag."""
+    value = getattr(settings, "precision", None)
+    if isinstance(value, str):
+        return value
+    return "bf16" if getattr(settings, "bf16", False) else "fp32"
+
+
+def run_summary(run) -> dict:
+    """The RUN block of a results file for a `helpers.training.Run`: identity, losses, timings and the
+    per-epoch FID / KID / IS measured during training (keys are epochs as strings, as JSON has them)."""
+    meta_file = Path(run.dir) / "run.json"
+    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    try:
+        device = str(next(run.model.parameters()).device)
+    except (StopIteration, AttributeError):
+        device = "unknown"
+    logs = run.logs
+    return {
+        "key": run.key,
+        "label": meta.get("label") or Path(run.dir).name,
+        "epochs": len(logs.get("epoch_loss", [])),
+        "train_limit": run.settings.train_limit,
+        "cached": bool(run.cached),
+        "device": device,
+        "precision": _precision(run.settings),
+        "epoch_loss": [float(v) for v in logs.get("epoch_loss", [])],
+        "epoch_seconds": [float(v) for v in logs.get("epoch_seconds", [])],
+        "per_epoch": {str(e): {k: m[k] for k in EPOCH_FIELDS if k in m}
+                      for e, m in sorted(logs.get("metrics", {}).items())},
+    }
