@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .data import file_hash
+from .store import file_hash
 
 WEIGHTS_PATH = Path(__file__).resolve().parent / "weights" / "mnist_classifier.pt"
 WEIGHTS_SHA256 = "0a44f95739dbc0b71bf469f7988b29a511a4bbd7119ef7f5f1b9d5e0f7dad88a"

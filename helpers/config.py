@@ -39,9 +39,18 @@ def _fail(field_name: str, value: Any, allowed: str) -> None:
     raise ValueError(f"{field_name}={value!r} is not allowed; expected {allowed}")
 
 
-def check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        _fail(name, value, f"an integer >= {minimum}")
+# Upper limits of integer parameters: what the code can actually hold. Seeds feed torch generators
+# after being multiplied by about 1e6 and offset, which must stay below 2**63.
+MAX_SEED = 2**31 - 1
+MAX_EPOCHS = 100_000
+MNIST_TRAIN_SIZE = 60_000
+MNIST_TEST_SIZE = 10_000
+
+
+def check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> None:
+    if (isinstance(value, bool) or not isinstance(value, int) or value < minimum
+            or (maximum is not None and value > maximum)):
+        _fail(name, value, f"an integer >= {minimum}" + (f" and <= {maximum}" if maximum is not None else ""))
 
 
 def check_float(name: str, value: Any, low: float, high: float | None = None,
@@ -62,9 +71,9 @@ def check_choice(name: str, value: Any, allowed) -> None:
 
 
 def check_hidden(hidden: Any) -> None:
-    if not (isinstance(hidden, tuple) and len(hidden) >= 1 and all(
-            isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden)):
-        _fail("hidden", hidden, "a non-empty tuple of positive integers")
+    if not (isinstance(hidden, tuple) and 1 <= len(hidden) <= 32 and all(
+            isinstance(h, int) and not isinstance(h, bool) and 0 < h <= 4096 for h in hidden)):
+        _fail("hidden", hidden, "a tuple of 1 to 32 integers in 1..4096")
 
 
 def check_overrides(cfg: Any, changes: dict) -> None:
@@ -94,7 +103,7 @@ class DDPMConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "betas", _as_tuple(self.betas))
         object.__setattr__(self, "hidden", _as_tuple(self.hidden))
-        check_int("T", self.T, 1)
+        check_int("T", self.T, 1, 100_000)
         b = self.betas
         if not (isinstance(b, tuple) and len(b) == 2
                 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in b)
@@ -103,7 +112,7 @@ class DDPMConfig:
         check_float("lr", self.lr, 0.0)
         check_hidden(self.hidden)
         check_choice("activation", self.activation, ACTIVATIONS)
-        check_int("batch_size", self.batch_size, 1)
+        check_int("batch_size", self.batch_size, 1, 65_536)
 
     def replace(self, **changes: Any) -> "DDPMConfig":
         check_overrides(self, changes)
@@ -157,11 +166,11 @@ class ColdConfig:
         if self.group not in COLD_GROUPS or isinstance(self.group, bool):
             _fail("group", self.group, f"one of {list(COLD_GROUPS)}")
         check_choice("schedule", self.schedule, COLD_SCHEDULES)
-        check_int("schedule_seed", self.schedule_seed, 0)
+        check_int("schedule_seed", self.schedule_seed, 0, MAX_SEED)
         check_float("lr", self.lr, 0.0)
         check_hidden(self.hidden)
         check_choice("activation", self.activation, ACTIVATIONS)
-        check_int("batch_size", self.batch_size, 1)
+        check_int("batch_size", self.batch_size, 1, 65_536)
         check_choice("loss", self.loss, COLD_LOSSES)
         steps = 28 // self.group
         if self.T is None:
@@ -195,9 +204,17 @@ def cold_preset(name: str, **overrides: Any) -> ColdConfig:
 
 
 # --------------------------------------------------------------------------- profiles
+PRECISION_CHOICES = ("auto", "fp32", "bf16")
+
+
 @dataclass(frozen=True)
 class Profile:
-    """How much work one run does: the knob `run_all.sh --profile` turns."""
+    """How much work one run of the study does: the knob `run_all.sh --profile` turns.
+
+    The main models (the DDPM presets and the main cold-diffusion model) train `epochs` epochs on
+    the first `train_limit` training images; the cold-diffusion appendix variants get their own,
+    usually smaller, budget. Every sample size below is printed on the figures and tables.
+    """
 
     name: str
     epochs: int
@@ -207,29 +224,47 @@ class Profile:
     eval_samples: int  # generated images per per-epoch evaluation
     final_samples: int  # generated images for the final numbers (full: 10,000 vs 10,000 test)
     inception_samples: int  # images for the Inception-v3 FID of final models (0: not computed)
+    variant_epochs: int  # the cold-diffusion appendix variants
+    variant_train_limit: int | None
+    ema_decay: float  # EMA of the default DDPM's weights, scored beside the raw ones every eval epoch
+    ddim_steps: tuple[int, ...]  # DDIM sweep on the default DDPM (plus Prince's sampler at S = T)
+    ddim_samples: int
     n_grid: int = 16  # images in each stored sample grid
+    precision: str = "fp32"  # "auto": bf16 where the hardware has native bf16 (helpers.hardware)
     description: str = ""
 
     def __post_init__(self) -> None:
-        check_int("epochs", self.epochs, 0)
-        if self.train_limit is not None:
-            check_int("train_limit", self.train_limit, 1)
-        for name in ("eval_samples", "final_samples", "n_grid"):
-            check_int(name, getattr(self, name), 1)
-        check_int("inception_samples", self.inception_samples, 0)
+        check_int("epochs", self.epochs, 0, MAX_EPOCHS)
+        check_int("variant_epochs", self.variant_epochs, 0, MAX_EPOCHS)
+        for name in ("train_limit", "variant_train_limit"):
+            if getattr(self, name) is not None:
+                check_int(name, getattr(self, name), 1, MNIST_TRAIN_SIZE)
+        for name in ("eval_samples", "final_samples", "ddim_samples", "n_grid"):
+            check_int(name, getattr(self, name), 10, MNIST_TEST_SIZE)
+        check_int("inception_samples", self.inception_samples, 0, MNIST_TEST_SIZE)
+        check_float("ema_decay", self.ema_decay, 0.0, 1.0)
+        check_choice("precision", self.precision, PRECISION_CHOICES)
 
 
 PROFILES: dict[str, Profile] = {
     "smoke": Profile("smoke", epochs=1, train_limit=1024, sample_epochs=(1,), eval_epochs=(1,),
                      eval_samples=32, final_samples=32, inception_samples=0,
+                     variant_epochs=1, variant_train_limit=512, ema_decay=0.9,
+                     ddim_steps=(5, 10), ddim_samples=32,
                      description="CI check that every step runs: 1 epoch on 1,024 images"),
-    "quick": Profile("quick", epochs=3, train_limit=None, sample_epochs=(1, 2, 3),
-                     eval_epochs=(1, 2, 3), eval_samples=256, final_samples=1000,
-                     inception_samples=200,
-                     description="CPU-sized study: 3 epochs on all 60,000 images"),
+    # Sized by measurement to finish in about 40 minutes on a 2-core CPU: sampling the T = 1000 DDPM
+    # costs about 1.7 s per image there, so the samples are few and the training short. It shows the
+    # machinery and the trends of the first epochs, not converged models (README: profiles).
+    "quick": Profile("quick", epochs=2, train_limit=30_000, sample_epochs=(1, 2), eval_epochs=(1, 2),
+                     eval_samples=50, final_samples=200, inception_samples=100,
+                     variant_epochs=1, variant_train_limit=10_000, ema_decay=0.995,
+                     ddim_steps=(10, 20, 50, 100), ddim_samples=200,
+                     description="CPU-sized study: 2 epochs on 30,000 images, small samples"),
     "full": Profile("full", epochs=100, train_limit=None, sample_epochs=(1, 20, 40, 60, 100),
                     eval_epochs=(1, *range(5, 101, 5)), eval_samples=1000, final_samples=10000,
-                    inception_samples=10000,
+                    inception_samples=10000, variant_epochs=100, variant_train_limit=None,
+                    ema_decay=0.9999, ddim_steps=(10, 20, 50, 100, 200), ddim_samples=2000,
+                    precision="auto",
                     description="the seed's protocol: 100 epochs (a GPU is advised)"),
 }
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import config
+from . import config, store
 
 FILES_MD5 = {
     "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
@@ -50,26 +50,17 @@ def raw_dir(root: Path | None = None) -> Path:
     return Path(root or config.DATA_DIR) / "MNIST" / "raw"
 
 
-def file_hash(path: Path, algorithm: str = "md5") -> str:
-    """Hex digest of a file, read in 1 MiB chunks (algorithm: any name hashlib knows)."""
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def verify(root: Path | None = None) -> None:
+def verify(root: Path | None = None, names=FILES_MD5) -> None:
     """Raise DataError naming the first file that is missing or has the wrong MD5."""
     folder = raw_dir(root)
-    for name, expected in FILES_MD5.items():
+    for name in names:
         path = folder / name
         if not path.is_file():
             raise DataError(f"MNIST file {path} is missing")
-        got = file_hash(path)
-        if got != expected:
-            raise DataError(f"MNIST file {path} has MD5 {got}, expected {expected}: "
-                            "delete it and run again to fetch it afresh")
+        got = store.file_hash(path, "md5")
+        if got != FILES_MD5[name]:
+            raise DataError(f"MNIST file {path} has MD5 {got}, expected {FILES_MD5[name]}: the file is "
+                            f"damaged; delete it (rm {path}) and run again to fetch it afresh")
 
 
 def _complete(root: Path | None) -> bool:
@@ -107,11 +98,7 @@ def _write_idx(path: Path, array: np.ndarray) -> None:
     assert array.dtype == np.uint8
     header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
         int(d).to_bytes(4, "big") for d in array.shape)
-    tmp = path.with_suffix(".part")
-    with open(tmp, "wb") as f:
-        f.write(header)
-        f.write(np.ascontiguousarray(array).tobytes())
-    os.replace(tmp, path)
+    store.atomic_write_bytes(path, header + np.ascontiguousarray(array).tobytes())
 
 
 def _to_uint8(pixels: np.ndarray) -> np.ndarray:
@@ -197,7 +184,10 @@ def ensure_mnist(root: Path | None = None, sources: tuple[str, ...] | None = Non
 
 # --------------------------------------------------------------------------- loading
 def _read_idx(path: Path) -> np.ndarray:
-    data = path.read_bytes()
+    return _parse_idx(path.read_bytes(), path)
+
+
+def _parse_idx(data: bytes, path: Path) -> np.ndarray:
     if data[:2] != b"\x00\x00" or data[2] != 0x08:
         raise DataError(f"{path} is not an unsigned-byte IDX file")
     ndim = data[3]
@@ -205,19 +195,34 @@ def _read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
-_CACHE: dict[tuple[str, bool], tuple[torch.Tensor, torch.Tensor]] = {}
+# Loaded splits, each with the (size, mtime) of its two files when they were read and verified.
+_CACHE: dict[tuple[str, bool], tuple[tuple, tuple[torch.Tensor, torch.Tensor]]] = {}
 
 
 def load_mnist(train: bool = True, root: Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(images uint8 (N, 28, 28), labels int64 (N,)) of the training or test split."""
+    """(images uint8 (N, 28, 28), labels int64 (N,)) of the training or test split.
+
+    The bytes are checked against the original MD5s every time they are read from disk; within a
+    process a split is read again (and checked again) whenever either file changed since."""
     folder = ensure_mnist(root, log=lambda *_: None) if not _complete(root) else raw_dir(root)
+    prefix = "train" if train else "t10k"
+    names = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
+    stamp = tuple((st.st_size, st.st_mtime_ns, st.st_ino) for st in (os.stat(folder / n) for n in names))
     key = (str(folder), train)
-    if key not in _CACHE:
-        prefix = "train" if train else "t10k"
-        images = torch.from_numpy(_read_idx(folder / f"{prefix}-images-idx3-ubyte").copy())
-        labels = torch.from_numpy(_read_idx(folder / f"{prefix}-labels-idx1-ubyte").astype(np.int64))
-        _CACHE[key] = (images, labels)
-    return _CACHE[key]
+    if key not in _CACHE or _CACHE[key][0] != stamp:
+        blobs = {}
+        for name in names:
+            blob = (folder / name).read_bytes()
+            got = store.bytes_hash(blob, "md5")
+            if got != FILES_MD5[name]:
+                raise DataError(f"MNIST file {folder / name} has MD5 {got}, expected {FILES_MD5[name]}: "
+                                f"the file is damaged; delete it (rm {folder / name}) and run again to "
+                                "fetch it afresh")
+            blobs[name] = blob
+        images = torch.from_numpy(_parse_idx(blobs[names[0]], folder / names[0]).copy())
+        labels = torch.from_numpy(_parse_idx(blobs[names[1]], folder / names[1]).astype(np.int64))
+        _CACHE[key] = (stamp, (images, labels))
+    return _CACHE[key][1]
 
 
 def to_model_range(images_uint8: torch.Tensor) -> torch.Tensor:

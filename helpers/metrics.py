@@ -39,7 +39,6 @@ Protocol
 """
 from __future__ import annotations
 
-import io
 import math
 import warnings
 from dataclasses import dataclass
@@ -53,13 +52,12 @@ from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from . import classifier as clf
-from . import config
+from . import config, store
 
 BACKENDS = ("classifier", "inception")
 REFERENCES = ("test", "train")
 SPLIT_SIZES = {"test": 10_000, "train": 60_000}
 _SPLIT_SEEDS = {"test": 20_231, "train": 60_000}  # fixed permutations that pick reference subsets
-CACHE_VERSION = 1  # bump when feature extraction or subset selection changes
 RANGE_LIMIT = 1.5  # |value| beyond this cannot be an image in the model's range [-0.5, 0.5]
 KID_SUBSET_SIZE = 1000
 KID_SUBSETS = 100
@@ -157,6 +155,14 @@ def prepare_images(images: torch.Tensor, value_range: str = "model", strict_rang
         lo, hi = x.min().item(), x.max().item()
         raise ValueError(f"{name} have values in [{lo:.3g}, {hi:.3g}], far outside the expected range "
                          f"{expected} (0..255 pixels must be scaled first)")
+    if value_range == "model" and lo >= 0.0 and hi > 0.5:
+        # MNIST in the model's range is mostly background at -0.5: a set with no negative pixel at
+        # all and values above 0.5 is almost surely [0, 1] data, which x + 0.5 would push to white.
+        message = (f"{name} have no negative pixel and reach {hi:.3g}: they look like images in [0, 1], "
+                   "not in the model's range [-0.5, 0.5]; pass value_range='unit' for [0, 1] images")
+        if strict_range:
+            raise ValueError(message)
+        warnings.warn(message, stacklevel=3)
     x01 = centred + 0.5
     clipped = float(((x01 < 0) | (x01 > 1)).double().mean())
     return x01.clamp(0.0, 1.0), clipped
@@ -241,40 +247,30 @@ _MEMORY: dict[tuple, FeatureSet] = {}
 def reference_features(backend: str, reference: str = "test", n: int = 10_000,
                        device: str | torch.device = "auto", folder: Path | None = None,
                        log: Callable[[str], None] = print) -> FeatureSet:
-    """Features of the reference subset, computed once and cached on disk (atomic write).
+    """Features of the reference subset, computed once and cached on disk (verified when read).
 
-    The cache file is named after the backend, its weights' hash, the split and n, and its contents
-    repeat that key; a file that fails to load or does not match is recomputed.
+    The cache key holds the backend's weights, the split and n, the MNIST files' MD5s and the code
+    that extracts and selects (helpers/store.py code_hash); a damaged file is reported and recomputed.
     """
-    from .training import atomic_write_bytes
+    from .data import FILES_MD5
 
     reference_indices(reference, n)  # validates reference and n
     wid = backend_id(backend)
-    key = {"backend": backend, "weights": wid, "reference": reference, "n": n, "version": CACHE_VERSION}
-    folder = Path(folder or cache_dir())
-    path = folder / f"{backend}-{wid}-{reference}-n{n}-v{CACHE_VERSION}.pt"
-    mem_key = (str(path),)
-    if mem_key in _MEMORY:
-        return _MEMORY[mem_key]
-    fs = None
-    if path.is_file():
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-            if payload.get("key") == key:
-                fs = FeatureSet(backend, payload["features"], payload.get("logits"))
-            else:
-                log(f"metrics cache {path.name} belongs to {payload.get('key')}; recomputing")
-        except Exception as exc:  # damaged file: recompute and overwrite
-            log(f"metrics cache {path.name} could not be read ({type(exc).__name__}); recomputing")
-    if fs is None:
+    key = store.key_of({"backend": backend, "weights": wid, "reference": reference, "n": n,
+                        "data": FILES_MD5, "code": store.code_hash(["metrics"])})
+    path = Path(folder or cache_dir()) / f"{backend}-{reference}-n{n}-{key}.pt"
+    if str(path) in _MEMORY:
+        return _MEMORY[str(path)]
+
+    def compute() -> dict:
         if backend == "inception" or n > 20_000:
             log(f"computing {backend} features of {n} {reference} images (cached afterwards)")
         fs = extract(backend, reference_images(reference, n), device)
-        buf = io.BytesIO()
-        torch.save({"key": key, "features": fs.features, "logits": fs.logits}, buf)
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, buf.getvalue())
-    _MEMORY[mem_key] = fs
+        return {"features": fs.features, "logits": fs.logits}
+
+    payload = store.cached_tensors(path, compute, log)
+    fs = FeatureSet(backend, payload["features"], payload.get("logits"))
+    _MEMORY[str(path)] = fs
     return fs
 
 
@@ -512,7 +508,7 @@ def epoch_evaluator(n_samples: int, seed: int = 0, batch_size: int = 500,
     config.check_choice("reference", reference, REFERENCES)
     key = (f"classifier-fid-kid-is:n={n_samples}:ref={reference}:seed={seed}"
            f":kid={max(2, min(KID_SUBSET_SIZE, n_samples // 2))}x{KID_SUBSETS}:is_splits={IS_SPLITS}"
-           f":weights={clf.weights_id()}:v={CACHE_VERSION}")
+           f":weights={clf.weights_id()}")
 
     @torch.no_grad()
     def evaluate_epoch(model: nn.Module, epoch: int) -> dict:

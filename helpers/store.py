@@ -39,9 +39,25 @@ class CorruptFile(RuntimeError):
     """A stored file failed its checksum or could not be decoded."""
 
 
-def fresh_requested() -> bool:
-    """True when the user asked to ignore cached results (`run_all.sh --fresh`)."""
-    return os.environ.get("DIFFUSION_FRESH", "") not in ("", "0")
+def fresh_pending(path: Path) -> bool:
+    """True when the user asked to ignore cached results (`run_all.sh --fresh` sets DIFFUSION_FRESH
+    to a token new for each pipeline run) and `path` has not been recomputed under this token yet:
+    within one fresh pipeline each result is recomputed once, then reused by later notebooks."""
+    token = os.environ.get("DIFFUSION_FRESH", "")
+    if token in ("", "0"):
+        return False
+    marker = Path(path).with_name(f".{Path(path).name}.fresh")
+    try:
+        return marker.read_text() != token
+    except OSError:
+        return True
+
+
+def mark_fresh(path: Path) -> None:
+    """Record that `path` was recomputed under the current DIFFUSION_FRESH token."""
+    token = os.environ.get("DIFFUSION_FRESH", "")
+    if token not in ("", "0"):
+        atomic_write_text(Path(path).with_name(f".{Path(path).name}.fresh"), token)
 
 
 # --------------------------------------------------------------------------- writing
@@ -280,23 +296,36 @@ def cached_json(path: Path, compute: Callable[[], Any], log: Callable[[str], Non
     """
     path = Path(path)
     with file_lock(path.with_name(f".{path.name}.lock"), path.name, log):
-        if path.is_file() and not fresh_requested():
+        if path.is_file() and not fresh_pending(path):
             try:
                 return read_verified_json(path)
             except CorruptFile as exc:
                 log(f"ignoring damaged result file: {exc}; recomputing")
         result = loads(dumps(compute()))
         write_verified_json(path, result)
+        mark_fresh(path)
         return result
 
 
 def save_tensors(path: Path, payload: dict) -> Path:
-    """A dict of tensors and plain values, saved verified (torch's format inside)."""
+    """A dict of tensors and plain values, saved verified (torch's format inside).
+
+    The bytes are read back with the safe loader before anything is written: a payload that could
+    not be loaded later (a numpy scalar, an arbitrary object) is refused here, at save time, with
+    the reason, instead of producing a file that fails every later load."""
+    import pickle
+
     import torch
 
     buf = io.BytesIO()
     torch.save(payload, buf)
-    return write_verified(path, buf.getvalue())
+    data = buf.getvalue()
+    try:
+        torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError) as exc:
+        raise TypeError(f"refusing to write {path}: torch's safe loader could not read it back "
+                        f"({str(exc).strip().splitlines()[0][:300]})") from exc
+    return write_verified(path, data)
 
 
 def load_tensors(path: Path) -> dict:
@@ -318,13 +347,14 @@ def cached_tensors(path: Path, compute: Callable[[], dict], log: Callable[[str],
     """Like `cached_json` for dicts of tensors."""
     path = Path(path)
     with file_lock(path.with_name(f".{path.name}.lock"), path.name, log):
-        if path.is_file() and not fresh_requested():
+        if path.is_file() and not fresh_pending(path):
             try:
                 return load_tensors(path)
             except CorruptFile as exc:
                 log(f"ignoring damaged cache file: {exc}; recomputing")
         result = compute()
         save_tensors(path, result)
+        mark_fresh(path)
         return result
 
 

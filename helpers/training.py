@@ -1,21 +1,20 @@
 """The training engine shared by every model in the study.
 
-A model is any nn.Module with `loss(x, generator) -> scalar` and `sample(n, generator) -> images`.
-The engine owns everything around it: seeded shuffling, the optimiser, progress bars, a run folder
-keyed by the hash of the resolved configuration and of the code, atomic per-epoch checkpoints that
-let an interrupted run resume bit-for-bit on the CPU, a lock against two processes training the same
-run, and a clear error when the loss stops being finite.
+A model is any nn.Module with a class attribute `kind`, `loss(x, generator) -> scalar` and
+`sample(n, generator) -> images`; a `ModelKind` says how to build one from its configuration and
+the training data. What the engine is given - the model kind and configuration, the optimiser, the
+settings, the data - keys a run folder together with the code of the package (helpers/store.py).
+The engine owns everything around the model: seeded shuffling, the optimiser, an optional
+exponential moving average of the weights, progress bars, atomic verified per-epoch checkpoints
+that let an interrupted run resume bit for bit on the CPU (with the same number of threads), a lock
+against two processes training the same run, and a clear error when the loss stops being finite.
 """
 from __future__ import annotations
 
-import ast
-import contextlib
+import copy
 import dataclasses
-import fcntl
-import hashlib
-import io
-import json
-import os
+import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +23,12 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from . import config
+from . import config, store
 
 CHECKPOINTS_KEPT = 2
+PRECISIONS = ("fp32", "bf16")
+# Runs are keyed by the code of these modules and everything they import from the package.
+CODE_ROOTS = ("experiments", "training")
 
 
 class TrainingDiverged(RuntimeError):
@@ -34,41 +36,81 @@ class TrainingDiverged(RuntimeError):
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint failed its checksum or does not belong to the run."""
+    """A checkpoint failed its checks, could not be loaded, or does not belong to the run."""
 
 
-# --------------------------------------------------------------------------- settings
+# --------------------------------------------------------------------------- what a run is given
+@dataclass(frozen=True)
+class ModelKind:
+    """How to make a model of one kind: `build_fn(config, training_data or None) -> model`
+    (default: `model_cls(config)`). The kind's name is the model class's own `kind`."""
+
+    model_cls: type
+    build_fn: Callable[[Any, torch.Tensor], nn.Module] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.model_cls.kind
+
+    def build(self, cfg: Any, data: torch.Tensor | None) -> nn.Module:
+        """A new model; `data` is None when the weights will come from a checkpoint."""
+        model = self.build_fn(cfg, data) if self.build_fn else self.model_cls(cfg)
+        if getattr(model, "kind", None) != self.name:
+            raise TypeError(f"building a {self.name!r} model returned a {type(model).__name__}")
+        return model
+
+
+@dataclass(frozen=True)
+class Optimiser:
+    """Adam's settings and the batch size."""
+
+    lr: float
+    batch_size: int
+
+    def __post_init__(self) -> None:
+        config.check_float("lr", self.lr, 0.0)
+        config.check_int("batch_size", self.batch_size, 1, 65_536)
+
+    @classmethod
+    def of(cls, cfg: Any) -> "Optimiser":
+        """The optimiser a preset names (its `lr` and `batch_size` fields)."""
+        return cls(lr=cfg.lr, batch_size=cfg.batch_size)
+
+
 @dataclass(frozen=True)
 class TrainSettings:
-    """How a model is trained; every field but the ones in NOT_HASHED keys the run cache."""
+    """How a model is trained; every field keys the run cache."""
 
     epochs: int
     seed: int = 0
     train_limit: int | None = None
     sample_epochs: tuple[int, ...] = ()
     n_grid: int = 16
-    bf16: bool = False
+    precision: str = "fp32"  # "bf16": autocast to bfloat16 (see helpers.hardware)
     channels_last: bool = False
     eval_epochs: tuple[int, ...] = ()
     eval_key: str = ""  # names what the per-epoch evaluation computes (empty: none)
+    ema_decay: float | None = None  # exponential moving average of the weights (None: off)
 
     def __post_init__(self) -> None:
         for name in ("sample_epochs", "eval_epochs"):
             value = getattr(self, name)
             object.__setattr__(self, name, tuple(value) if isinstance(value, list) else value)
-        config.check_int("epochs", self.epochs, 0)
-        config.check_int("seed", self.seed, 0)
+        config.check_int("epochs", self.epochs, 0, config.MAX_EPOCHS)
+        config.check_int("seed", self.seed, 0, config.MAX_SEED)
         if self.train_limit is not None:
-            config.check_int("train_limit", self.train_limit, 1)
-        config.check_int("n_grid", self.n_grid, 1)
-        for name in ("bf16", "channels_last"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name}={getattr(self, name)!r} is not allowed; expected True or False")
+            config.check_int("train_limit", self.train_limit, 1, config.MNIST_TRAIN_SIZE)
+        config.check_int("n_grid", self.n_grid, 1, 1024)
+        config.check_choice("precision", self.precision, PRECISIONS)
+        if not isinstance(self.channels_last, bool):
+            raise ValueError(f"channels_last={self.channels_last!r} is not allowed; expected True or False")
         for name in ("sample_epochs", "eval_epochs"):
             value = getattr(self, name)
             if not isinstance(value, tuple) or not all(
                     isinstance(e, int) and not isinstance(e, bool) and 1 <= e for e in value):
                 raise ValueError(f"{name}={value!r} is not allowed; expected a tuple of epochs >= 1")
+        if self.ema_decay is not None:
+            config.check_float("ema_decay", self.ema_decay, 0.0, 1.0)
 
     @classmethod
     def from_profile(cls, prof: config.Profile, seed: int = 0, **overrides: Any) -> "TrainSettings":
@@ -79,111 +121,62 @@ class TrainSettings:
         return cls(**base)
 
 
-def code_version(modules: tuple[str, ...] = ("models", "ddpm", "training")) -> str:
-    """Hash of the syntax trees of the modules that decide a run's result.
-
-    Comments and formatting do not change it; any change to the code does.
-    """
-    here = Path(__file__).resolve().parent
-    h = hashlib.sha256()
-    for name in sorted(modules):
-        tree = ast.parse((here / f"{name}.py").read_text())
-        h.update(name.encode() + ast.dump(tree).encode())
-    return h.hexdigest()[:16]
+def data_identity(data: torch.Tensor | None, train_limit: int | None) -> dict:
+    """What identifies the training data: the verified MNIST files and the subset, or the content
+    hash of a tensor given explicitly."""
+    if data is None:
+        from .data import FILES_MD5
+        return {"mnist": FILES_MD5, "train_limit": train_limit}
+    if train_limit is not None:
+        data = data[:train_limit]
+    return {"tensor": store.tensor_hash(data)}
 
 
-def run_key(kind: str, model_config: dict, settings: TrainSettings, code: str) -> str:
-    payload = {"kind": kind, "model": model_config, "train": dataclasses.asdict(settings), "code": code}
-    text = json.dumps(payload, sort_keys=True, default=list)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+def run_key(kind: str, model_config: dict, optimiser: Optimiser, settings: TrainSettings,
+            data_id: dict, code: str) -> str:
+    return store.key_of({"kind": kind, "model": model_config, "optimiser": dataclasses.asdict(optimiser),
+                         "train": dataclasses.asdict(settings), "data": data_id, "code": code})
 
 
 def pick_device(device: str = "auto") -> torch.device:
+    config.check_choice("device", str(device), ("auto", "cpu", "cuda"))
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
 
 
-# --------------------------------------------------------------------------- run folder I/O
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, flush it to disk, then rename over `path`.
-
-    A failure at any point leaves the previous `path` untouched and removes the temporary file.
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-
-
+# --------------------------------------------------------------------------- checkpoints
 def _ckpt_path(run_dir: Path, epoch: int) -> Path:
     return run_dir / f"ckpt-{epoch:04d}.pt"
 
 
 def save_checkpoint(run_dir: Path, epoch: int, payload: dict) -> Path:
-    buf = io.BytesIO()
-    torch.save(payload, buf)
-    data = buf.getvalue()
-    path = _ckpt_path(run_dir, epoch)
-    atomic_write_bytes(path, data)
-    atomic_write_bytes(path.with_suffix(".sha256"), hashlib.sha256(data).hexdigest().encode())
+    """Write the checkpoint of `epoch` (verified; refused if the safe loader could not read it back),
+    then keep only the newest CHECKPOINTS_KEPT."""
+    path = store.save_tensors(_ckpt_path(run_dir, epoch), payload)
     for old in sorted(run_dir.glob("ckpt-*.pt"))[:-CHECKPOINTS_KEPT]:
-        old.with_suffix(".sha256").unlink(missing_ok=True)
         old.unlink(missing_ok=True)
     return path
 
 
 def load_checkpoint(path: Path, key: str) -> dict:
-    """Verify the checksum and the run key, then load with torch's safe (weights-only) loader."""
-    sidecar = path.with_suffix(".sha256")
-    if not sidecar.is_file():
-        raise CheckpointError(f"{path} has no checksum file {sidecar.name}")
-    data = path.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != sidecar.read_text().strip():
-        raise CheckpointError(f"{path} fails its SHA-256 check (file damaged or cut short)")
-    payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    """Verify the checksum, load with torch's safe loader, check the run key and the contents."""
+    try:
+        payload = store.load_tensors(path)
+    except (store.CorruptFile, OSError) as exc:
+        raise CheckpointError(str(exc)) from exc
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{path} does not hold a checkpoint")
     if payload.get("key") != key:
         raise CheckpointError(f"{path} belongs to run {payload.get('key')!r}, not {key!r}")
+    missing = {"epoch", "model", "optim", "rng", "logs"} - set(payload)
+    if missing:
+        raise CheckpointError(f"{path} lacks {sorted(missing)}")
     return payload
 
 
-def latest_checkpoint(run_dir: Path, key: str, log: Callable[[str], None] = print) -> dict | None:
-    """The newest checkpoint that passes its checks; damaged ones are reported and skipped."""
-    for path in sorted(run_dir.glob("ckpt-*.pt"), reverse=True):
-        try:
-            return load_checkpoint(path, key)
-        except CheckpointError as exc:
-            log(f"ignoring checkpoint: {exc}")
-    return None
-
-
-@contextlib.contextmanager
-def file_lock(lock_path: Path, what: str, log: Callable[[str], None] = print):
-    """Exclusive lock on `lock_path`: a second process waits until the first is done."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log(f"another process is working on {what}; waiting for it to finish")
-            fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def run_lock(run_dir: Path, log: Callable[[str], None] = print):
-    """Lock on a run folder, held while the run trains."""
-    return file_lock(run_dir / ".lock", f"training {run_dir.name}", log)
+def checkpoints(run_dir: Path) -> list[Path]:
+    return sorted(run_dir.glob("ckpt-*.pt"), reverse=True)
 
 
 # --------------------------------------------------------------------------- RNG state
@@ -212,6 +205,13 @@ class Run:
     settings: TrainSettings
     logs: dict = field(default_factory=dict)
     cached: bool = False
+    ema_model: nn.Module | None = None  # the model with the averaged weights, when ema_decay is set
+    config: Any = None
+    optimiser: Optimiser | None = None
+
+    @property
+    def label(self) -> str:
+        return self.logs.get("label", "")
 
     @property
     def iter_loss(self) -> list[float]:
@@ -229,79 +229,171 @@ class Run:
     def metrics(self) -> dict[int, dict]:
         return self.logs["metrics"]
 
+    @property
+    def metrics_ema(self) -> dict[int, dict]:
+        return self.logs.get("metrics_ema", {})
+
 
 def _empty_logs() -> dict:
-    return {"iter_loss": [], "epoch_loss": [], "epoch_seconds": [], "samples": {}, "metrics": {}}
+    return {"iter_loss": [], "epoch_loss": [], "epoch_seconds": [], "samples": {}, "metrics": {},
+            "metrics_ema": {}, "threads": torch.get_num_threads(), "device": "", "label": ""}
 
 
 EvalFn = Callable[[nn.Module, int], dict]
 
 
-def train(build: Callable[[], nn.Module], model_config: dict, settings: TrainSettings, *,
-          kind: str, label: str = "", code_modules: tuple[str, ...] = ("models", "ddpm", "training"),
-          data: torch.Tensor | None = None, runs_dir: Path | None = None, device: str = "auto",
-          evaluate: EvalFn | None = None, progress: bool = True,
-          on_step: Callable[[int, int], None] | None = None,
-          log: Callable[[str], None] = print) -> Run:
-    """Train `build()` under `settings`, or return the finished run from the cache.
+def find_run(kind: ModelKind, cfg: Any, optimiser: Optimiser, settings: TrainSettings, *,
+             label: str = "", data: torch.Tensor | None = None, runs_dir: Path | None = None) -> Path:
+    """The folder of the run these inputs define (it may not exist yet)."""
+    key = run_key(kind.name, dataclasses.asdict(cfg), optimiser, settings,
+                  data_identity(data, settings.train_limit), store.code_hash(CODE_ROOTS))
+    return Path(runs_dir or config.RUNS_DIR) / f"{kind.name}{'-' + label if label else ''}-{key}"
 
-    `model_config` is the JSON-able description of what `build` makes; with `kind`, the settings and
-    the code version it keys the run folder. `evaluate(model, epoch)` runs at `settings.eval_epochs`
-    and its result is stored with the run (its identity must be in `settings.eval_key`).
-    `on_step(epoch, step)` is called after every optimiser step (tests use it to interrupt a run).
+
+def train(kind: ModelKind, cfg: Any, settings: TrainSettings, optimiser: Optimiser | None = None, *,
+          label: str = "", data: torch.Tensor | None = None, runs_dir: Path | None = None,
+          device: str = "auto", evaluate: EvalFn | None = None, progress: bool = True,
+          on_step: Callable[[int, int], None] | None = None, cached_only: bool = False,
+          log: Callable[[str], None] = print) -> Run | None:
+    """Train a `kind` model of configuration `cfg` under `settings`, or return the finished run.
+
+    `optimiser` defaults to the preset's own (`Optimiser.of(cfg)`). `evaluate(model, epoch)` runs at
+    `settings.eval_epochs` (on the EMA weights too when `settings.ema_decay` is set) and its result
+    is stored with the run; its identity must be in `settings.eval_key`. `on_step(epoch, step)` is
+    called after every optimiser step (tests use it to interrupt a run). With `cached_only`, a run
+    that is not finished returns None instead of training. With DIFFUSION_FRESH set (run_all.sh
+    --fresh) a finished run is trained again once; its old checkpoints are moved aside, not deleted.
     """
     if settings.eval_epochs and evaluate is None:
         raise ValueError("settings.eval_epochs is set but no evaluate function was given")
-    code = code_version(code_modules)
-    key = run_key(kind, model_config, settings, code)
-    run_dir = Path(runs_dir or config.RUNS_DIR) / f"{kind}{'-' + label if label else ''}-{key}"
+    optimiser = optimiser or Optimiser.of(cfg)
+    run_dir = find_run(kind, cfg, optimiser, settings, label=label, data=data, runs_dir=runs_dir)
+    key = run_dir.name.rsplit("-", 1)[1]
     dev = pick_device(device)
+    fresh = store.fresh_pending(run_dir / "run.json")
+    if cached_only and (fresh or not run_dir.is_dir()):
+        return None
 
-    with run_lock(run_dir, log):
-        meta = {"kind": kind, "label": label, "key": key, "code": code, "model": model_config,
-                "train": dataclasses.asdict(settings)}
-        atomic_write_bytes(run_dir / "run.json", json.dumps(meta, indent=2, default=list).encode())
-
+    with store.file_lock(run_dir / ".lock", f"training {run_dir.name}", log):
         torch.manual_seed(settings.seed)
-        model = build().to(dev)
-        if settings.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        opt = torch.optim.Adam(model.parameters(), lr=model_config["lr"])
         gen = torch.Generator(device=dev).manual_seed(settings.seed)
-        logs, start = _empty_logs(), 0
+        ckpt, restored = (None, None) if fresh else _latest_checkpoint(kind, cfg, settings, run_dir, key, dev,
+                                                               gen, optimiser, log)
+        if ckpt is not None and ckpt["epoch"] >= settings.epochs:
+            model, ema, _ = restored
+            return Run(run_dir, key, model.eval(), settings, ckpt["logs"], cached=True,
+                       ema_model=_ema_model(model, ema), config=cfg, optimiser=optimiser)
+        if cached_only:
+            return None
 
-        ckpt = latest_checkpoint(run_dir, key, log)
-        if ckpt is not None:
-            model.load_state_dict(ckpt["model"])
-            opt.load_state_dict(ckpt["optim"])
-            _set_rng_state(gen, ckpt["rng"])
-            logs, start = ckpt["logs"], ckpt["epoch"]
-            if start >= settings.epochs:
-                return Run(run_dir, key, model.eval(), settings, logs, cached=True)
-            log(f"resuming {run_dir.name} after epoch {start} of {settings.epochs}")
+        store.remove_stale_temporaries(run_dir)
+        if fresh:
+            _set_aside(run_dir, log)
+        meta = {"kind": kind.name, "label": label, "key": key, "code": store.code_hash(CODE_ROOTS),
+                "model": dataclasses.asdict(cfg), "optimiser": dataclasses.asdict(optimiser),
+                "train": dataclasses.asdict(settings),
+                "data": data_identity(data, settings.train_limit)}
+        store.write_json(run_dir / "run.json", meta)
+        store.mark_fresh(run_dir / "run.json")
 
         if data is None:
             from .data import training_images
             data = training_images(settings.train_limit)
         elif settings.train_limit is not None:
             data = data[:settings.train_limit]
+        if ckpt is not None:
+            model, ema, opt = restored
+            logs, start = ckpt["logs"], ckpt["epoch"]
+            if logs.get("threads") != torch.get_num_threads():
+                log(f"note: this run used {logs.get('threads')} threads and now uses "
+                    f"{torch.get_num_threads()}; the resumed result matches an uninterrupted run only "
+                    "to floating-point noise, not bit for bit")
+            log(f"resuming {run_dir.name} after epoch {start} of {settings.epochs}")
+        else:
+            model, ema, opt = _build(kind, cfg, settings, data, dev, optimiser)
+            logs, start = _empty_logs(), 0
+            logs.update(device=str(dev), label=label)
         data = data.to(dev)
         if settings.channels_last:
             data = data.contiguous(memory_format=torch.channels_last)
+        _fit(model, ema, opt, gen, data, optimiser.batch_size, settings, start, logs, run_dir, key, dev,
+             evaluate, progress, on_step, label or kind.name)
+        return Run(run_dir, key, model.eval(), settings, logs, ema_model=_ema_model(model, ema),
+                   config=cfg, optimiser=optimiser)
 
-        _fit(model, opt, gen, data, settings, start, logs, run_dir, key, dev, evaluate,
-             progress, on_step, label or kind)
-        return Run(run_dir, key, model.eval(), settings, logs)
+
+def _build(kind, cfg, settings, data, dev, optimiser):
+    torch.manual_seed(settings.seed)
+    model = kind.build(cfg, data).to(dev)
+    if settings.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), lr=optimiser.lr)
+    ema = None
+    if settings.ema_decay is not None:
+        from .ema import EMA
+        ema = EMA(model, settings.ema_decay)
+    return model, ema, opt
 
 
-def _fit(model, opt, gen, data, settings: TrainSettings, start: int, logs: dict, run_dir: Path,
-         key: str, dev: torch.device, evaluate, progress: bool, on_step, desc: str) -> None:
+def _restore(kind, cfg, settings, ckpt, dev, gen, optimiser):
+    """Model, EMA and optimiser in the state of a verified checkpoint (and the RNGs)."""
+    model = kind.build(cfg, None).to(dev)
+    if settings.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    try:
+        model.load_state_dict(ckpt["model"])
+        opt = torch.optim.Adam(model.parameters(), lr=optimiser.lr)
+        opt.load_state_dict(ckpt["optim"])
+        ema = None
+        if settings.ema_decay is not None:
+            from .ema import EMA
+            ema = EMA(model, settings.ema_decay)
+            ema.load_state_dict(ckpt["ema"])
+        _set_rng_state(gen, ckpt["rng"])
+    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint of epoch {ckpt.get('epoch')} does not fit the model "
+                              f"({type(exc).__name__}: {str(exc)[:200]})") from exc
+    return model, ema, opt
+
+
+def _ema_model(model: nn.Module, ema) -> nn.Module | None:
+    if ema is None:
+        return None
+    averaged = copy.deepcopy(model)
+    ema.copy_to(averaged)
+    return averaged.eval()
+
+
+def _latest_checkpoint(kind, cfg, settings, run_dir: Path, key: str, dev, gen, optimiser, log):
+    """(checkpoint, (model, ema, optimiser) restored from it) of the newest checkpoint that passes
+    every check, or (None, None); the others are reported and skipped."""
+    for path in checkpoints(run_dir):
+        try:
+            ckpt = load_checkpoint(path, key)
+            return ckpt, _restore(kind, cfg, settings, ckpt, dev, gen, optimiser)
+        except CheckpointError as exc:
+            log(f"ignoring checkpoint {path.name}: {exc}")
+    return None, None
+
+
+def _set_aside(run_dir: Path, log) -> None:
+    old = checkpoints(run_dir)
+    if old:
+        aside = run_dir / f"replaced-{time.strftime('%Y%m%d-%H%M%S')}"
+        aside.mkdir(exist_ok=True)
+        for p in old:
+            shutil.move(str(p), aside / p.name)
+        log(f"--fresh: retraining {run_dir.name}; its previous checkpoints are in {aside.name}/")
+
+
+def _fit(model, ema, opt, gen, data, bs: int, settings: TrainSettings, start: int, logs: dict,
+         run_dir: Path, key: str, dev: torch.device, evaluate, progress: bool, on_step, desc: str) -> None:
     from tqdm.auto import tqdm
 
-    n, bs = data.shape[0], model.cfg.batch_size
+    n = data.shape[0]
     steps = (n + bs - 1) // bs
-    sync_every = 1 if dev.type == "cpu" else 25  # how often losses are copied to the host
-    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=settings.bf16)
+    sync_every = 1 if dev.type == "cpu" else 50  # how often losses are copied to the host
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=settings.precision == "bf16")
     epochs_bar = tqdm(range(start + 1, settings.epochs + 1), desc=desc, unit="epoch",
                       initial=start, total=settings.epochs, disable=not progress)
     for epoch in epochs_bar:
@@ -320,6 +412,8 @@ def _fit(model, opt, gen, data, settings: TrainSettings, start: int, logs: dict,
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if ema is not None:
+                ema.update(model)
             losses[step] = loss.detach()
             if (step + 1) % sync_every == 0 or step + 1 == steps:
                 chunk = losses[checked:step + 1].cpu()
@@ -335,18 +429,24 @@ def _fit(model, opt, gen, data, settings: TrainSettings, start: int, logs: dict,
             if on_step is not None:
                 on_step(epoch, step + 1)
         steps_bar.close()
-        epoch_losses = losses.cpu().tolist()
+        epoch_losses = losses.float().cpu().tolist()
         logs["iter_loss"].extend(epoch_losses)
-        logs["epoch_loss"].append(sum(epoch_losses) / len(epoch_losses))
+        logs["epoch_loss"].append(math.fsum(epoch_losses) / len(epoch_losses))
         model.eval()
+        averaged = _ema_model(model, ema)
         if epoch in settings.sample_epochs:
             grid_gen = torch.Generator(device=dev).manual_seed(settings.seed + 1)
             logs["samples"][epoch] = model.sample(settings.n_grid, generator=grid_gen).float().cpu()
         if epoch in settings.eval_epochs:
-            logs["metrics"][epoch] = evaluate(model, epoch)
+            logs["metrics"][epoch] = store.to_plain(evaluate(model, epoch), f"metrics of epoch {epoch}")
+            if averaged is not None:
+                logs["metrics_ema"][epoch] = store.to_plain(evaluate(averaged, epoch),
+                                                            f"EMA metrics of epoch {epoch}")
         logs["epoch_seconds"].append(time.perf_counter() - t0)
-        save_checkpoint(run_dir, epoch, {
-            "key": key, "epoch": epoch, "model": model.state_dict(), "optim": opt.state_dict(),
-            "rng": _rng_state(gen), "logs": logs})
+        payload = {"key": key, "epoch": epoch, "model": model.state_dict(), "optim": opt.state_dict(),
+                   "rng": _rng_state(gen), "logs": logs}
+        if ema is not None:
+            payload["ema"] = ema.state_dict()
+        save_checkpoint(run_dir, epoch, payload)
         epochs_bar.set_postfix(loss=f"{logs['epoch_loss'][-1]:.4f}")
     epochs_bar.close()

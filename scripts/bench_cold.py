@@ -16,7 +16,7 @@ import time
 import torch
 
 from helpers.cold import ColdDiffusion, reconstruction_metrics, reconstructions
-from helpers.experiments import train_cold
+from helpers import experiments
 from helpers.config import COLD_PRESETS, profile
 from helpers.data import test_images, training_images
 from helpers.degradations import RowColumnAveraging, degrade_loop
@@ -69,7 +69,7 @@ def bench_reconstruction(epochs: int, n_test: int, device: str) -> None:
     print(f"3. preset 'columns' after {epochs} epoch(s) on 60,000 images; "
           f"reconstructions of the first {n_test} test images (conditional mode)")
     t0 = time.perf_counter()
-    run = train_cold("columns", profile=profile("quick"), epochs=epochs, device=device, progress=False, evaluate=False)
+    run = experiments.train("cold", "columns", profile=profile("quick"), epochs=epochs, device=device, progress=False, evaluate=False)
     print(f"   run {run.dir.name} ({'from the cache' if run.cached else 'trained'} in "
           f"{time.perf_counter() - t0:.0f} s); epoch losses "
           + ", ".join(f"{v:.4f}" for v in run.epoch_loss))

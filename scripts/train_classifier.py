@@ -23,8 +23,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from helpers import classifier  # noqa: E402
-from helpers.data import file_hash, load_mnist  # noqa: E402
-from helpers.training import atomic_write_bytes  # noqa: E402
+from helpers.data import load_mnist  # noqa: E402
+from helpers.store import atomic_write_bytes, file_hash  # noqa: E402
 
 MIN_ACCURACY = 0.992  # SPEC section 3
 

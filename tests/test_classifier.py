@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from helpers import classifier as clf
-from helpers.data import file_hash, load_mnist
+from helpers.data import load_mnist
+from helpers.store import file_hash
 
 
 @pytest.fixture(scope="module")

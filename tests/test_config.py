@@ -14,8 +14,8 @@ from helpers.training import TrainSettings
     ("lr", -1e-3, "> 0.0"),
     ("lr", float("nan"), "finite"),
     ("batch_size", 0, "integer >= 1"),
-    ("hidden", (16, 0, 16), "positive integers"),
-    ("hidden", (), "positive integers"),
+    ("hidden", (16, 0, 16), "a tuple of 1 to 32 integers in 1..4096"),
+    ("hidden", (), "a tuple of 1 to 32 integers in 1..4096"),
     ("activation", "Swish", "GELU"),
 ])
 def test_bad_model_config_names_field_value_and_allowed(field, value, allowed):
@@ -42,7 +42,7 @@ def test_unknown_profile_lists_profiles():
 
 @pytest.mark.parametrize("kw, field", [({"epochs": -1}, "epochs"), ({"epochs": 1, "seed": -2}, "seed"),
                                         ({"epochs": 1, "sample_epochs": (0,)}, "sample_epochs"),
-                                        ({"epochs": 1, "bf16": "yes"}, "bf16")])
+                                        ({"epochs": 1, "precision": "fp16"}, "precision")])
 def test_bad_train_settings(kw, field):
     with pytest.raises(ValueError, match=f"^{field}="):
         TrainSettings(**kw)

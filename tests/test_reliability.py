@@ -15,9 +15,9 @@ import time
 import pytest
 import torch
 
-from helpers import config, plotting, training
+from helpers import config, plotting, store, training
 from helpers.ddpm import DDPM
-from helpers.training import TrainSettings, TrainingDiverged, train
+from helpers.training import ModelKind, TrainSettings, TrainingDiverged, train
 
 TINY = config.DDPMConfig(T=20, hidden=(4, 8), batch_size=32, lr=2e-3)
 SETTINGS = TrainSettings(epochs=3, sample_epochs=(3,), n_grid=2)
@@ -28,9 +28,9 @@ def _data():
     return torch.nn.functional.interpolate(torch.rand(192, 1, 7, 7, generator=g) - 0.5, size=28)
 
 
-def _train(runs_dir, cfg=TINY, settings=SETTINGS, **kw):
-    return train(lambda: DDPM(cfg), dataclasses.asdict(cfg), settings, kind="ddpm", label="tiny",
-                 data=_data(), runs_dir=runs_dir, device="cpu", progress=False, log=lambda *_: None, **kw)
+def _train(runs_dir, cfg=TINY, settings=SETTINGS, log=lambda *_: None, **kw):
+    return train(ModelKind(DDPM), cfg, settings, label="tiny", data=_data(), runs_dir=runs_dir,
+                 device="cpu", progress=False, log=log, **kw)
 
 
 # The child process trains the same tiny run and SIGKILLs itself at a chosen point.
@@ -38,7 +38,7 @@ CHILD = textwrap.dedent("""
     import os, signal, sys
     sys.path.insert(0, {tests!r})
     from test_reliability import _train
-    from helpers import training
+    from helpers import store
     mode, epoch, step, runs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 
     def die(*_):
@@ -47,14 +47,13 @@ CHILD = textwrap.dedent("""
     if mode == "step":
         _train(runs, on_step=lambda e, s: die() if (e, s) == (epoch, step) else None)
     else:  # killed half-way through writing the checkpoint of `epoch`
-        real = training.atomic_write_bytes
+        real = store.atomic_write_bytes
         def torn(path, data):
             if path.name == f"ckpt-{{epoch:04d}}.pt":
-                tmp = path.with_name(f".{{path.name}}.{{os.getpid()}}.tmp")
-                tmp.write_bytes(data[: len(data) // 2])
+                store.temporary_name(path).write_bytes(data[: len(data) // 2])
                 die()
-            real(path, data)
-        training.atomic_write_bytes = torn
+            return real(path, data)
+        store.atomic_write_bytes = torn
         _train(runs)
 """)
 
@@ -91,11 +90,13 @@ def test_sigkill_during_checkpoint_write_then_resume_matches(reference, tmp_path
     _kill_child(tmp_path, "write", 2)
     (run_dir,) = tmp_path.iterdir()
     assert sorted(p.name for p in run_dir.glob("ckpt-*.pt")) == ["ckpt-0001.pt"]
+    assert list(run_dir.glob(".ckpt-0002.*.tmp.pt"))  # the torn temporary is still there
     resumed = _train(tmp_path)
     _same(reference, resumed)
+    assert not list(run_dir.glob(".*.tmp*"))  # and removed by the next run
 
 
-@pytest.mark.parametrize("damage", ["flip", "truncate", "empty", "sidecar"])
+@pytest.mark.parametrize("damage", ["flip", "truncate", "empty", "header"])
 def test_damaged_checkpoint_is_detected_and_retrained(reference, tmp_path, damage):
     first = _train(tmp_path)
     last = first.dir / "ckpt-0003.pt"
@@ -106,11 +107,10 @@ def test_damaged_checkpoint_is_detected_and_retrained(reference, tmp_path, damag
         last.write_bytes(blob[: len(blob) - 10])
     elif damage == "empty":
         last.write_bytes(b"")
-    else:
-        last.with_suffix(".sha256").write_text("0" * 64)
+    else:  # a checksum that does not match the contents
+        last.write_bytes(b"sha256:" + b"0" * 64 + blob[blob.index(b"\n"):])
     messages = []
-    again = train(lambda: DDPM(TINY), dataclasses.asdict(TINY), SETTINGS, kind="ddpm", label="tiny",
-                  data=_data(), runs_dir=tmp_path, device="cpu", progress=False, log=messages.append)
+    again = _train(tmp_path, log=messages.append)
     assert any("ignoring checkpoint" in m and "ckpt-0003" in m for m in messages)
     assert not again.cached  # epoch 3 was retrained from epoch 2, not loaded
     _same(reference, again)
@@ -119,7 +119,8 @@ def test_damaged_checkpoint_is_detected_and_retrained(reference, tmp_path, damag
 def test_failed_figure_write_keeps_the_previous_figure(tmp_path, monkeypatch):
     import matplotlib.pyplot as plt
     fig = plt.figure()
-    path = plotting.save(fig, "smoke", "f", plots_dir=tmp_path)
+    plotting.save(fig, "smoke", "f", plots_dir=tmp_path)
+    path = plotting.figure_path("smoke", "f", plots_dir=tmp_path)
     before = path.read_bytes()
 
     def full(*a, **k):
@@ -133,19 +134,19 @@ def test_failed_figure_write_keeps_the_previous_figure(tmp_path, monkeypatch):
 
 
 def test_failed_checkpoint_write_keeps_the_last_checkpoint(reference, tmp_path, monkeypatch):
-    real = training.atomic_write_bytes
+    real = store.atomic_write_bytes
 
     def full(path, data):
         if path.name.startswith("ckpt-0002"):
             raise OSError(28, "No space left on device")
-        real(path, data)
+        return real(path, data)
 
-    monkeypatch.setattr(training, "atomic_write_bytes", full)
+    monkeypatch.setattr(store, "atomic_write_bytes", full)
     with pytest.raises(OSError, match="No space"):
         _train(tmp_path)
     (run_dir,) = tmp_path.iterdir()
     assert sorted(p.name for p in run_dir.iterdir() if not p.name.startswith(".")) == [
-        "ckpt-0001.pt", "ckpt-0001.sha256", "run.json"]
+        "ckpt-0001.pt", "run.json"]
     monkeypatch.undo()  # space again: the run resumes from epoch 1 and ends as if nothing happened
     _same(reference, _train(tmp_path))
 
@@ -163,8 +164,8 @@ def test_diverging_learning_rate_stops_with_epoch_and_step(tmp_path):
 def test_second_process_waits_for_the_lock(tmp_path):
     messages = []
     first_done = threading.Event()
-    with training.run_lock(tmp_path / "r", log=messages.append):
-        t = threading.Thread(target=lambda: (training.run_lock(tmp_path / "r", log=messages.append)
+    with store.file_lock(tmp_path / "r" / ".lock", "r", log=messages.append):
+        t = threading.Thread(target=lambda: (store.file_lock(tmp_path / "r" / ".lock", "r", log=messages.append)
                                              .__enter__(), first_done.set()))
         t.start()
         time.sleep(0.5)
@@ -185,7 +186,7 @@ def test_same_seed_gives_bitwise_identical_runs(tmp_path):
 
 @pytest.mark.parametrize("damage", ["edit", "truncate", "garbage"])
 def test_damaged_result_file_is_recomputed_not_used(tmp_path, damage):
-    from helpers.experiments import _cached_json
+    _cached_json = store.cached_json
     path = tmp_path / "final.json"
     calls = []
 

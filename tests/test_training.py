@@ -1,11 +1,12 @@
 import dataclasses
+import json
 
 import pytest
 import torch
 
-from helpers import config, training
+from helpers import config, store, training
 from helpers.ddpm import DDPM
-from helpers.training import TrainSettings, TrainingDiverged, train
+from helpers.training import ModelKind, TrainSettings, TrainingDiverged, train
 
 TINY = config.DDPMConfig(T=50, hidden=(4, 8), batch_size=32, lr=2e-3)
 
@@ -17,9 +18,9 @@ def _data(n=256):
     return torch.nn.functional.interpolate(base, size=28, mode="bilinear")
 
 
-def _train(runs_dir, settings, cfg=TINY, **kw):
-    return train(lambda: DDPM(cfg), dataclasses.asdict(cfg), settings, kind="ddpm", label="tiny",
-                 data=_data(), runs_dir=runs_dir, device="cpu", progress=False, log=lambda *_: None, **kw)
+def _train(runs_dir, settings, cfg=TINY, kind=ModelKind(DDPM), log=lambda *_: None, **kw):
+    return train(kind, cfg, settings, label="tiny", data=_data(), runs_dir=runs_dir, device="cpu",
+                 progress=False, log=log, **kw)
 
 
 def test_tiny_run_lowers_the_loss_and_is_reused(tmp_path):
@@ -74,13 +75,11 @@ class _NaNAt(DDPM):
 def test_non_finite_loss_names_epoch_and_step_and_keeps_checkpoint(tmp_path):
     _NaNAt.calls = 0
     with pytest.raises(TrainingDiverged, match=r"epoch 2, step 3 of 8.*epoch 1"):
-        train(lambda: _NaNAt(TINY), dataclasses.asdict(TINY), TrainSettings(epochs=3), kind="ddpm",
-              data=_data(), runs_dir=tmp_path, device="cpu", progress=False, log=lambda *_: None)
+        _train(tmp_path, TrainSettings(epochs=3), kind=ModelKind(_NaNAt))
     (run_dir,) = tmp_path.iterdir()
     assert sorted(p.name for p in run_dir.glob("ckpt-*.pt")) == ["ckpt-0001.pt"]
-    key = (run_dir / "run.json").read_text()
-    import json
-    assert training.latest_checkpoint(run_dir, json.loads(key)["key"])["epoch"] == 1
+    key = json.loads((run_dir / "run.json").read_text())["key"]
+    assert training.load_checkpoint(run_dir / "ckpt-0001.pt", key)["epoch"] == 1
 
 
 def test_damaged_checkpoint_is_skipped_for_the_previous_one(tmp_path):
@@ -89,10 +88,11 @@ def test_damaged_checkpoint_is_skipped_for_the_previous_one(tmp_path):
     blob = bytearray(last.read_bytes())
     blob[len(blob) // 2] ^= 0xFF
     last.write_bytes(bytes(blob))
+    with pytest.raises(training.CheckpointError, match="SHA-256"):
+        training.load_checkpoint(last, run.key)
     messages = []
-    ckpt = training.latest_checkpoint(run.dir, run.key, log=messages.append)
-    assert ckpt["epoch"] == 1 and "SHA-256" in messages[0]
-    resumed = _train(tmp_path, TrainSettings(epochs=2))  # retrains epoch 2 from epoch 1
+    resumed = _train(tmp_path, TrainSettings(epochs=2), log=messages.append)  # retrains epoch 2
+    assert any("ignoring checkpoint ckpt-0002.pt" in m and "SHA-256" in m for m in messages)
     assert not resumed.cached and resumed.iter_loss == run.iter_loss
 
 
@@ -104,30 +104,33 @@ def test_checkpoint_of_another_run_is_refused(tmp_path):
 
 def test_only_the_last_checkpoints_are_kept(tmp_path):
     run = _train(tmp_path, TrainSettings(epochs=4))
-    assert sorted(p.name for p in run.dir.glob("ckpt-*")) == [
-        "ckpt-0003.pt", "ckpt-0003.sha256", "ckpt-0004.pt", "ckpt-0004.sha256"]
+    assert sorted(p.name for p in run.dir.glob("ckpt-*")) == ["ckpt-0003.pt", "ckpt-0004.pt"]
 
 
-def test_code_version_ignores_comments_but_not_code(tmp_path, monkeypatch):
-    src = tmp_path / "mod.py"
-    monkeypatch.setattr(training, "__file__", str(tmp_path / "training.py"))
-    src.write_text("x = 1\n")
-    a = training.code_version(("mod",))
-    src.write_text("# a comment\nx = 1  # another\n")
-    assert training.code_version(("mod",)) == a
-    src.write_text("x = 2\n")
-    assert training.code_version(("mod",)) != a
+def test_code_hash_ignores_comments_but_not_code_and_follows_imports(tmp_path):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "a.py").write_text("def f():\n    from . import b\n    return b.x\n")
+    (pkg / "b.py").write_text("x = 1\n")
+    (pkg / "c.py").write_text("y = 1\n")
+    assert store.module_closure(["a"], pkg) == ["a", "b"]
+    h = store.code_hash(["a"], pkg)
+    (pkg / "b.py").write_text("# a comment\nx = 1  # another\n")
+    (pkg / "c.py").write_text("y = 2\n")  # not imported by a
+    assert store.code_hash(["a"], pkg) == h
+    (pkg / "b.py").write_text("x = 2\n")  # imported lazily, inside a function
+    assert store.code_hash(["a"], pkg) != h
 
 
 def test_failed_atomic_write_keeps_previous_file(tmp_path, monkeypatch):
     target = tmp_path / "f.bin"
-    training.atomic_write_bytes(target, b"old")
+    store.atomic_write_bytes(target, b"old")
 
     def boom(*a, **k):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(training.os, "fsync", boom)
+    monkeypatch.setattr(store.os, "fsync", boom)
     with pytest.raises(OSError, match="No space"):
-        training.atomic_write_bytes(target, b"new")
+        store.atomic_write_bytes(target, b"new")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
