@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from helpers import config
-from helpers.ddpm import DDPM, GaussianNoising, sample_prince
+from helpers.ddpm import DDPM, GaussianNoising, sample_ddim, sample_prince
 from helpers.models import CNN
 
 
@@ -84,3 +84,36 @@ def test_training_steps_draw_t_from_1_to_T():
         model.loss(torch.zeros(64, 1, 28, 28))
     ts = torch.cat(seen)
     assert set(ts.tolist()) == {1, 2, 3, 4, 5}
+
+
+def test_sampler_matches_algorithm_18_2_written_out():
+    """Pins the numbers: the loop (with or without `keep`) equals the algorithm step by step."""
+    n = GaussianNoising(5, 0.1, 0.3)
+    eps_model = lambda z, t: 0.5 * z + t.view(-1, 1, 1, 1) / 10  # noqa: E731
+    z_T = torch.randn(3, 1, 2, 2, generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(1)
+    z, expected = z_T, {5: z_T}
+    for t in range(5, 0, -1):
+        beta, alpha = n.beta[t], n.alpha[t]
+        z = (z - beta / (1 - alpha).sqrt() * eps_model(z, torch.full((3,), t))) / (1 - beta).sqrt()
+        if t > 1:
+            z = z + beta.sqrt() * torch.randn(z.shape, generator=gen)
+        expected[t - 1] = z
+    assert torch.equal(sample_prince(n, eps_model, z_T, torch.Generator().manual_seed(1)), z)
+    out, states = sample_prince(n, eps_model, z_T, torch.Generator().manual_seed(1), keep=[5, 3, 0])
+    assert torch.equal(out, z) and sorted(states) == [0, 3, 5]
+    for t in states:
+        assert torch.equal(states[t], expected[t])
+
+
+def test_default_sample_is_prince_and_sampler_options_reach_ddim():
+    model = DDPM(config.DDPMConfig(T=10, hidden=(4,)))
+    gen = lambda: torch.Generator().manual_seed(2)  # noqa: E731
+    z_T = torch.randn((2, 1, 28, 28), generator=gen())
+    prince = model.sample(2, gen())
+    g = gen()
+    torch.randn((2, 1, 28, 28), generator=g)
+    assert torch.equal(prince, sample_prince(model.noising, model.eps, z_T, g))
+    ddim = model.sample(2, gen(), sampler="ddim", steps=3, spacing="quadratic")
+    assert torch.equal(ddim, sample_ddim(model.noising, model.eps, z_T, 3, 0.0, "quadratic"))
+    assert not torch.allclose(ddim, prince)

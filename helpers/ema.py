@@ -1,0 +1,74 @@
+"""An exponential moving average of a model's weights (Polyak averaging, as in DDPM and DDIM).
+
+`EMA(model, decay)` keeps a shadow copy of the model's state. After each optimiser step,
+`update(model)` moves every floating-point parameter's shadow towards the new value,
+shadow <- d * shadow + (1 - d) * param, and copies buffers (and any non-float parameter) as they
+are. With `warmup` the decay starts low, d = min(decay, (1 + n) / (10 + n)) after n updates, so the
+average is not dominated by the random initial weights in short runs.
+
+Evaluate the averaged weights with `with ema.applied(model): ...`, which swaps them in and restores
+the raw weights exactly afterwards. `state_dict()` holds only tensors and plain numbers, so a
+checkpoint with it loads under `torch.load(weights_only=True)`, and a resumed run continues the
+average bit for bit.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+from .config import check_float
+
+
+class EMA:
+    def __init__(self, model: nn.Module, decay: float, warmup: bool = True):
+        check_float("ema_decay", decay, 0.0, 1.0)
+        self.decay, self.warmup, self.updates = float(decay), bool(warmup), 0
+        self.averaged = {name for name, p in model.named_parameters() if p.is_floating_point()}
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def current_decay(self) -> float:
+        """The decay the next `update` uses."""
+        n = self.updates
+        return min(self.decay, (1 + n) / (10 + n)) if self.warmup else self.decay
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        d = self.current_decay()
+        for k, v in model.state_dict().items():
+            if k in self.averaged:
+                self.shadow[k].mul_(d).add_(v, alpha=1 - d)
+            else:
+                self.shadow[k].copy_(v)
+        self.updates += 1
+
+    def copy_to(self, model: nn.Module) -> None:
+        """Overwrite the model's weights with the averaged ones."""
+        model.load_state_dict(self.shadow)
+
+    @contextlib.contextmanager
+    def applied(self, model: nn.Module):
+        """Evaluate with the averaged weights inside the block; the raw ones come back after it."""
+        raw = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.copy_to(model)
+        try:
+            yield model
+        finally:
+            model.load_state_dict(raw)
+
+    def state_dict(self) -> dict:
+        return {"decay": self.decay, "warmup": self.warmup, "updates": self.updates,
+                "shadow": {k: v.clone() for k, v in self.shadow.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        # A checkpoint from a different setting would silently change the average: refuse it.
+        if (state["decay"], state["warmup"]) != (self.decay, self.warmup):
+            raise ValueError(f"ema_decay={state['decay']!r} (warmup={state['warmup']!r}) in the saved state is "
+                             f"not allowed here; expected ema_decay={self.decay!r} (warmup={self.warmup!r})")
+        if set(state["shadow"]) != set(self.shadow):
+            raise ValueError(f"the saved EMA state has parameters {sorted(state['shadow'])}; "
+                             f"expected {sorted(self.shadow)}")
+        for k, v in state["shadow"].items():
+            self.shadow[k].copy_(v)
+        self.updates = int(state["updates"])
