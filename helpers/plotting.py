@@ -1,32 +1,30 @@
 """Figures of the study. Every figure is written atomically under Plots/<profile>/."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import seaborn as sns
 import torch
+from matplotlib.ticker import MaxNLocator
 
-from . import config
+from . import config, store
 from .data import to_unit_range
 from .metrics import METRIC_LABELS
 
 sns.set_theme(style="whitegrid", context="notebook")
 
 
-def save(fig, profile: str, name: str, plots_dir: Path | None = None) -> Path:
-    """Save `fig` as Plots/<profile>/<name>.png via a temporary file, so a failed write keeps the old one."""
-    folder = Path(plots_dir or config.PLOTS_DIR) / profile
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.png"
-    tmp = folder / f".{name}.{os.getpid()}.tmp.png"
-    try:
+def figure_path(profile: str, name: str, plots_dir: Path | None = None) -> Path:
+    """Where `save` writes a figure: Plots/<profile>/<name>.png."""
+    return Path(plots_dir or config.PLOTS_DIR) / profile / f"{name}.png"
+
+
+def save(fig, profile: str, name: str, plots_dir: Path | None = None) -> None:
+    """Save `fig` as `figure_path(profile, name)` through store.atomic_path, so a failed write keeps
+    the old file. Returns None, so a notebook cell that ends with it shows the figure and nothing else."""
+    with store.atomic_path(figure_path(profile, name, plots_dir)) as tmp:
         fig.savefig(tmp, dpi=150, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def activations_figure(names=("GELU", "SELU")):
@@ -51,6 +49,7 @@ def loss_figure(run, title: str = ""):
     ax.plot([per_epoch * (e + 1) for e in range(len(run.epoch_loss))], run.epoch_loss, "o-",
             label="epoch mean")
     ax.set(xlabel="iteration", ylabel="training loss", yscale="log", title=title)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend()
     return fig
 
@@ -65,8 +64,9 @@ def image_grid(images: torch.Tensor, ncol: int = 8) -> torch.Tensor:
 def samples_figure(samples: dict[int, torch.Tensor], title: str = "", ncol: int = 8):
     """One panel per epoch of the stored sample grids."""
     epochs = sorted(samples)
+    # constrained layout gives the suptitle its own room above the panel titles
     fig, axes = plt.subplots(1, len(epochs), figsize=(3.2 * len(epochs), 2.0 + 0.2 * ncol / 4),
-                             squeeze=False)
+                             squeeze=False, layout="constrained")
     for ax, epoch in zip(axes[0], epochs):
         ax.imshow(image_grid(samples[epoch], ncol=ncol // 2), cmap="gray", vmin=0, vmax=1)
         ax.set_title(f"epoch {epoch}")
@@ -76,14 +76,24 @@ def samples_figure(samples: dict[int, torch.Tensor], title: str = "", ncol: int 
     return fig
 
 
+def _epoch_axis(ax, epochs) -> None:
+    """Whole-number epoch ticks, also when only one epoch is plotted (matplotlib would show 0.96 ...)."""
+    if epochs:
+        lo, hi = min(epochs), max(epochs)
+        pad = max(0.5, 0.05 * (hi - lo))
+        ax.set_xlim(lo - pad, hi + pad)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
 
 
-def metric_figure(runs: dict, metric: str, floor: float | None = None, title: str = ""):
+def metric_figure(runs: dict, metric: str, floor: float | None = None, title: str = "",
+                  floor_n: int | None = None):
     """A metric measured during training, against the epoch, one line per run.
 
-    `runs` maps a label to a Run; `floor` draws the real-data value of the same metric.
+    `runs` maps a label to a Run; `floor` draws the real-data value of the same metric, scored on
+    `floor_n` images (named in the legend: FID's bias depends on n, so it should be the curve's n).
     """
     fig, ax = plt.subplots(figsize=(6, 3.5))
+    all_epochs = [e for run in runs.values() for e in run.metrics]
     for label, run in runs.items():
         epochs = sorted(run.metrics)
         values = [run.metrics[e][metric] for e in epochs]
@@ -94,10 +104,12 @@ def metric_figure(runs: dict, metric: str, floor: float | None = None, title: st
             ax.fill_between(epochs, [v - s for v, s in zip(values, std)],
                             [v + s for v, s in zip(values, std)], color=line.get_color(), alpha=0.2)
     if floor is not None:
-        ax.axhline(floor, color="k", ls="--", lw=1, label="real data")
+        ax.axhline(floor, color="k", ls="--", lw=1,
+                   label="real data" + (f" (n = {floor_n})" if floor_n is not None else ""))
     n = next(iter(next(iter(runs.values())).metrics.values()), {}).get("n", "?")
     ax.set(xlabel="epoch", ylabel=METRIC_LABELS.get(metric, metric),
            title=title or f"{METRIC_LABELS.get(metric, metric)} per epoch ({n} samples)")
+    _epoch_axis(ax, all_epochs)
     ax.legend()
     return fig
 
@@ -119,33 +131,10 @@ def degradation_figure(degradations: dict, image: torch.Tensor, columns: int = 8
     return fig
 
 
-def degradation_slider(degradation, images: torch.Tensor, ncol: int = 8):
-    """An ipywidgets slider that steps a batch of images through D(x, t), t = 0..T."""
-    import ipywidgets as widgets
-    from IPython.display import display
-
-    out = widgets.Output()
-    slider = widgets.IntSlider(value=degradation.T // 2, min=0, max=degradation.T, description="t")
-
-    def show(change=None):
-        with out:
-            out.clear_output(wait=True)
-            fig, ax = plt.subplots(figsize=(1.2 * ncol, 1.3 * ((len(images) + ncol - 1) // ncol)))
-            ax.imshow(image_grid(degradation.degrade(images, slider.value), ncol), cmap="gray", vmin=0, vmax=1)
-            ax.set_title(f"D(x, {slider.value}) of {degradation.T}")
-            ax.axis("off")
-            plt.show()
-
-    slider.observe(show, names="value")
-    show()
-    box = widgets.VBox([slider, out])
-    display(box)
-    return box
-
-
 def image_rows_figure(rows: dict[str, torch.Tensor], ncol: int = 8, title: str = ""):
     """Labelled rows of images (label -> (N, 1, 28, 28) in the model range), first `ncol` of each."""
-    fig, axes = plt.subplots(len(rows), 1, figsize=(1.1 * ncol, 1.3 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(len(rows), 1, figsize=(1.1 * ncol, 1.3 * len(rows)), squeeze=False,
+                             layout="constrained")
     for ax, (label, images) in zip(axes[:, 0], rows.items()):
         ax.imshow(image_grid(images[:ncol], ncol), cmap="gray", vmin=0, vmax=1)
         ax.set_ylabel(label, rotation=0, ha="right", va="center")
@@ -167,4 +156,43 @@ def class_histogram_figure(results: dict[str, dict]):
     sns.barplot(frame, x="digit", y="share", hue="model", ax=ax)
     ax.axhline(0.1, color="k", ls="--", lw=1)
     ax.set(title="Digits the MNIST classifier sees in each sample (dashed: uniform)")
+    return fig
+
+
+def ddim_figure(sweep: dict):
+    """FID (MNIST classifier) against the number of sampling steps (log axis), one line per eta, with
+    the T-step ancestral sampler as a reference point; the seconds per sample label each point."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    rows = sweep["rows"]
+    for eta in sorted({r["eta"] for r in rows if r["sampler"] == "ddim"}):
+        pts = sorted((r for r in rows if r["sampler"] == "ddim" and r["eta"] == eta), key=lambda r: r["steps"])
+        ax.errorbar([r["steps"] for r in pts], [r["fid_classifier"] for r in pts],
+                    yerr=[r.get("fid_classifier_se") or 0 for r in pts], fmt="o-", capsize=3,
+                    label=f"DDIM, eta = {eta:g}")
+    for r in rows:
+        if r["sampler"] == "prince":
+            ax.errorbar([r["steps"]], [r["fid_classifier"]], yerr=[r.get("fid_classifier_se") or 0], fmt="ks",
+                        capsize=3, label=f"ancestral (Prince 18.2), {r['steps']} steps")
+        ax.annotate(f"{r['seconds_per_sample']:.2g} s", (r["steps"], r["fid_classifier"]),
+                    textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set(xscale="log", xlabel="sampling steps", ylabel=METRIC_LABELS.get("fid_classifier", "FID"),
+           title=f"FID against sampling steps ({sweep['n']} samples each; labels: time per sample)")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def ema_figure(comparison: dict, metric: str = "fid_classifier"):
+    """A per-epoch metric of the raw and the EMA weights of one run (the result of
+    experiments.ema_comparison)."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    per_epoch = comparison["per_epoch"]
+    epochs = sorted(int(e) for e in per_epoch)
+    for which, label in (("raw", "raw weights"), ("ema", f"EMA, decay {comparison['decay']:g}")):
+        values = [per_epoch[e if e in per_epoch else str(e)][which][metric] for e in epochs]
+        ax.plot(epochs, values, "o-", label=label)
+    first = per_epoch[epochs[0] if epochs[0] in per_epoch else str(epochs[0])]["raw"]
+    ax.set(xlabel="epoch", ylabel=METRIC_LABELS.get(metric, metric),
+           title=f"{METRIC_LABELS.get(metric, metric)} per epoch, raw against EMA ({first.get('n', '?')} samples)")
+    _epoch_axis(ax, epochs)
+    ax.legend()
     return fig
