@@ -29,7 +29,6 @@ from typing import Any
 from . import config
 
 REPORT = "report"  # the name `--only` gives the report
-RESULTS_DIR = config._dir("DIFFUSION_RESULTS_DIR", config.ROOT / "results")
 
 
 class PipelineError(RuntimeError):
@@ -158,9 +157,9 @@ def check_values(books: list[Path], profile: str | None, params: dict) -> None:
 # --------------------------------------------------------------------------- running
 def remove_stale_temporaries(profile: str) -> None:
     """Half-written files of a killed run (their process is gone)."""
-    from . import store
+    from . import results, store
 
-    for folder in (config.BUILD_DIR / profile, config.PLOTS_DIR / profile, RESULTS_DIR / profile):
+    for folder in (config.BUILD_DIR / profile, config.PLOTS_DIR / profile, results.results_dir() / profile):
         store.remove_stale_temporaries(folder, recursive=True)
 
 
@@ -209,49 +208,34 @@ def _git() -> dict:
     return {"commit": commit, "clean": None if status is None else status == ""}
 
 
-def _device() -> str:
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def write_record(profile: str, started: float, timings: dict) -> Path:
+def write_record(profile: str, started: float, timings: dict, params: dict, pretrain: dict | None) -> Path:
     """results/<profile>/pipeline.json; notebooks not run this time keep their earlier entries."""
     import torch
 
-    from . import store
+    from . import experiments, hardware, results, store
 
-    path = RESULTS_DIR / profile / "pipeline.json"
     try:
-        earlier = json.loads(path.read_text()).get("notebooks", {})
-    except (OSError, ValueError, AttributeError):
+        earlier = results.load(profile, "pipeline").get("notebooks", {})
+    except (OSError, AttributeError, store.CorruptFile):
         earlier = {}
+    caps = hardware.capabilities()
+    precision, _ = experiments.precision_for(config.profile(profile), params.get("device", "auto"),
+                                             params.get("precision", "profile"))
     stamp = lambda t: datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")  # noqa: E731
     finished = time.time()
-    return store.write_json(path, {
-        "profile": profile, "started": stamp(started), "finished": stamp(finished),
-        "wall_seconds": round(finished - started, 1), "notebooks": {**earlier, **timings},
-        "git": _git(), "device": _device(),
-        "precision": "fp32",  # the engine trains in fp32 unless told otherwise (TrainSettings.bf16)
-        "python": platform.python_version(), "torch": torch.__version__})
+    return results.save(profile, "pipeline", {
+        "started": stamp(started), "finished": stamp(finished), "wall_seconds": round(finished - started, 1),
+        "notebooks": {**earlier, **timings}, "pretrain": pretrain, "git": _git(), "device": caps.get("gpu") or caps["cpu"],
+        "precision": precision, "python": platform.python_version(), "torch": torch.__version__})
 
 
 def _pretrain_module():
-    try:
-        return importlib.import_module(f"{__package__}.pretrain")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"{__package__}.pretrain":
-            raise
+    # Looked up in this package's own folder: an editable install of another checkout would
+    # otherwise answer for a module this one lacks.
+    if not Path(__file__).with_name("pretrain.py").is_file():
         raise PipelineError("the pre-training stage needs helpers/pretrain.py, which this checkout lacks; "
-                           "run without --pretrain and with --jobs 1") from None
+                            "run without --pretrain and with --jobs 1")
+    return importlib.import_module(f"{__package__}.pretrain")
 
 
 def resolve_jobs(jobs: str | int) -> int:
@@ -287,11 +271,21 @@ def run(plan: dict) -> None:
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(config.ROOT), os.environ.get("PYTHONPATH")]))
     if plan["fresh"]:
         os.environ["DIFFUSION_FRESH"] = "1"
+    pretrained = None
     if plan["books"]:
         jobs = resolve_jobs(plan["jobs"])
-        if jobs > 1 or plan["pretrain"]:
+        if (jobs > 1 or plan["pretrain"]) and plan["params"]:
+            # The stage trains the study's runs with the notebooks' defaults; -p may ask for others.
+            print(f"[pretrain] skipped: -p {', '.join(sorted(plan['params']))} may change which runs the "
+                  "notebooks need, so they train them themselves", flush=True)
+        elif jobs > 1 or plan["pretrain"]:
             print(f"[pretrain] training every run of the study with {jobs} process(es)", flush=True)
-            _pretrain_module().run(name, jobs, log=print)
+            t0 = time.perf_counter()
+            runs = _pretrain_module().run(name, jobs, log=print)
+            pretrained = {"jobs": jobs, "seconds": round(time.perf_counter() - t0, 1), "runs": runs}
+            # --fresh is spent: the notebooks must load these new runs, not train them again (results
+            # computed from them are keyed by their weights, so nothing stale is reused).
+            os.environ.pop("DIFFUSION_FRESH", None)
 
     out_dir, timings = config.BUILD_DIR / name, {}
     try:
@@ -310,7 +304,7 @@ def run(plan: dict) -> None:
             print(f"[{book.stem}] done in {timings[book.stem]['seconds']:.0f} s -> {out}", flush=True)
     finally:
         if timings:
-            print(f"record: {write_record(name, started, timings)}")
+            print(f"record: {write_record(name, started, timings, plan['params'], pretrained)}")
     if plan["books"]:
         print(f"figures: {config.PLOTS_DIR / name}")
     if plan["report"]:

@@ -566,7 +566,8 @@ def stamp_keys(st: Study, d: dict[str, str]) -> None:
     if pipe:
         git = pipe.get("git") or {}
         commit = escape(str(git.get("commit") or "unknown")[:12])
-        state = "clean tree" if git.get("clean") else "uncommitted changes"
+        clean = git.get("clean")
+        state = "clean tree" if clean else "state unknown" if clean is None else "uncommitted changes"
         d["stamp/commit"] = f"\\texttt{{{commit}}} ({state})"
         d["stamp/date"] = _when(pipe.get("finished"))
         d["stamp/wall"] = fmt("seconds", pipe.get("wall_seconds"))

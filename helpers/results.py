@@ -117,3 +117,9 @@ def run_summary(run) -> dict:
         "per_epoch": {str(e): {k: m[k] for k in EPOCH_FIELDS if k in m}
                       for e, m in sorted(logs.get("metrics", {}).items())},
     }
+
+
+def model_block(cfg, run, final: dict, **extra: Any) -> dict:
+    """The block of one model in a results file: its resolved configuration, its run summary, its
+    final metrics, and any further named results (for example `reconstruction=`)."""
+    return {"config": dataclasses.asdict(cfg), "run": run_summary(run), "final": final, **extra}

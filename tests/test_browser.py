@@ -69,7 +69,7 @@ def lab(tmp_path_factory, mnist_dir, browser):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(config.ROOT), os.environ.get("PYTHONPATH", "")]),
                JUPYTERLAB_SETTINGS_DIR=str(base / "settings"), JUPYTERLAB_WORKSPACES_DIR=str(base / "workspaces"),
                JUPYTER_RUNTIME_DIR=str(base / "runtime"), DIFFUSION_RUNS_DIR=str(base / "runs"),
-               DIFFUSION_PLOTS_DIR=str(base / "Plots"), DIFFUSION_BUILD_DIR=str(base / "build"),
+               DIFFUSION_PLOTS_DIR=str(base / "Plots"), DIFFUSION_BUILD_DIR=str(base / "build"), DIFFUSION_RESULTS_DIR=str(base / "results"),
                MPLBACKEND="module://matplotlib_inline.backend_inline")
     log = open(base / "server.log", "w")
     server = subprocess.Popen(
@@ -125,7 +125,8 @@ def _state(page, box) -> tuple[str, str]:
 
 
 def _run_all(page, url, token, name, timeout_s=RUN_TIMEOUT_S):
-    page.goto(f"{url}/lab/tree/{name}?token={token}")
+    # A workspace of its own, reset: only this notebook is open (no earlier tab, no dialog).
+    page.goto(f"{url}/lab/workspaces/{Path(name).stem}/tree/{name}?reset&token={token}")
     page.locator(".jp-Notebook").wait_for(timeout=60_000)
     page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=60_000)
     page.get_by_role("menuitem", name="Run", exact=True).click()

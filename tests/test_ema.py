@@ -136,3 +136,31 @@ def test_applied_swaps_in_the_average_and_restores_raw_weights_exactly():
 def test_decay_outside_0_1_is_refused_naming_ema_decay(decay):
     with pytest.raises(ValueError, match=r"ema_decay=.* expected a finite number > 0.0 and < 1.0"):
         EMA(tiny_model(), decay)
+
+
+def test_engine_resume_mid_run_gives_the_ema_of_an_uninterrupted_run(tmp_path):
+    from helpers import config
+    from helpers.ddpm import DDPM
+    from helpers.training import ModelKind, TrainSettings, train
+
+    cfg = config.DDPMConfig(T=20, hidden=(4,), batch_size=32, lr=2e-3)
+    x = torch.rand(96, 1, 28, 28, generator=torch.Generator().manual_seed(0)) - 0.5
+    s = TrainSettings(epochs=3, ema_decay=0.95)
+
+    def run(folder, **kw):
+        return train(ModelKind(DDPM), cfg, s, data=x, runs_dir=folder, device="cpu", progress=False,
+                     log=lambda *_: None, **kw)
+
+    full = run(tmp_path / "a")
+
+    def stop(epoch, step):
+        if (epoch, step) == (2, 2):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b", on_step=stop)
+    resumed = run(tmp_path / "b")
+    assert not resumed.cached and full.ema_model is not None
+    for k, v in full.ema_model.state_dict().items():
+        assert torch.equal(v, resumed.ema_model.state_dict()[k]), k
+    assert not all(torch.equal(v, full.model.state_dict()[k]) for k, v in full.ema_model.state_dict().items())

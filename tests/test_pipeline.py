@@ -12,7 +12,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from helpers import config, pipeline
+from helpers import config, experiments, pipeline
 
 ROOT = config.ROOT
 VENV_BIN = str(Path(sys.executable).parent)
@@ -125,23 +125,26 @@ def test_check_env_names_another_checkouts_helpers(tmp_path):
 
 
 # --------------------------------------------------------------------------- the pipeline on tiny notebooks
-def _notebook(path: Path, *cells: str) -> None:
+def _notebook(path: Path, *cells: str, parameters: str = "profile = None\nseed = 0") -> None:
     nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
                                                            "language": "python"}})
-    nb.cells = [nbformat.v4.new_code_cell("profile = None\nseed = 0", metadata={"tags": ["parameters"]})]
+    nb.cells = [nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]})]
     nb.cells += [nbformat.v4.new_code_cell(c) for c in cells]
     nbformat.write(nb, path)
 
 
 @pytest.fixture
 def repo(tmp_path):
-    """A copy of the package whose notebooks are a probe and one that raises in its third cell."""
+    """A copy of the package whose notebooks are a probe, one that raises in its third cell and one
+    that takes a preset with overrides."""
     repo = _copy_package(tmp_path / "repo")
     (repo / "notebooks").mkdir()
     _notebook(repo / "notebooks" / "01_probe.ipynb",
               "import os, helpers\nprint('helpers:', helpers.__file__)\n"
               "print('fresh:', os.environ.get('DIFFUSION_FRESH'))\nprint('seed:', seed)")
     _notebook(repo / "notebooks" / "02_boom.ipynb", "x = 1", "x / 0")
+    _notebook(repo / "notebooks" / "03_overrides.ipynb", "print('overrides:', overrides)",
+              parameters="profile = None\npreset = 'default'\noverrides = {}")
     return repo
 
 
@@ -178,7 +181,8 @@ def test_kernels_get_this_checkout_parameters_and_fresh_and_the_run_is_recorded(
     assert not any(p.exists() for p in stale) and live.exists()
 
     record = json.loads((repo / "results" / "smoke" / "pipeline.json").read_text())
-    assert record["profile"] == "smoke" and record["precision"] == "fp32"
+    assert record["profile"] == "smoke"
+    assert record["precision"] == experiments.precision_for(config.profile("smoke"))[0]
     assert record["notebooks"]["01_probe"]["status"] == "ok"
     assert 0 < record["notebooks"]["01_probe"]["seconds"] <= record["wall_seconds"]
     assert record["git"] == {"commit": None, "clean": None}  # the copy is no git checkout
@@ -203,11 +207,43 @@ def test_failed_notebook_keeps_its_executed_copy_and_names_the_cell(repo):
     assert {k: v["status"] for k, v in record["notebooks"].items()} == {"01_probe": "ok", "02_boom": "failed"}
 
 
-def test_bad_value_stops_before_any_notebook(repo):
-    r = _pipeline(repo, "-p", "seed", "-1")
+@pytest.mark.parametrize("args, message", [
+    (["-p", "seed", "-1"], "01_probe.ipynb: seed=-1 is not allowed; expected an integer >= 0"),
+    (["-p", "overrides", "{'lr': -1}"], "03_overrides.ipynb: overrides: lr=-1 is not allowed"),
+    (["-p", "overrides", "{'epochs': 3}"], "03_overrides.ipynb: overrides: override='epochs' is not allowed"),
+    (["-p", "preset", "nope"], "03_overrides.ipynb: preset='nope' is not allowed"),
+])
+def test_bad_value_stops_before_any_notebook(repo, args, message):
+    # 01_probe comes first and would run if the values were checked one notebook at a time
+    r = _pipeline(repo, *args)
     assert r.returncode == 2
-    assert "01_probe.ipynb: seed=-1 is not allowed; expected an integer >= 0" in r.stderr
+    assert message in r.stderr
     assert not (repo / "build").exists() and not (repo / "results").exists()
+
+
+def test_overrides_reach_the_notebook_that_declares_them(repo):
+    r = _pipeline(repo, "--only", "01_probe", "03_overrides", "-p", "overrides", "{'lr': 1e-3, 'hidden': [8]}")
+    assert r.returncode == 0, r.stderr
+    assert "overrides: {'lr': 0.001, 'hidden': [8]}" in _outputs(repo / "build" / "smoke" / "03_overrides.ipynb")
+    probe = json.loads((repo / "build" / "smoke" / "01_probe.ipynb").read_text())
+    assert probe["metadata"]["papermill"]["parameters"] == {"profile": "smoke"}  # it does not declare them
+
+
+def test_pretrain_stage_runs_first_and_spends_fresh(repo):
+    (repo / "helpers" / "pretrain.py").write_text(
+        "import json, os\n"
+        "def default_jobs():\n    return 3\n"
+        "def run(profile, jobs, log=print):\n"
+        "    open(os.path.join(os.path.dirname(__file__), 'called.json'), 'w').write(json.dumps(\n"
+        "        [profile, jobs, os.environ.get('DIFFUSION_FRESH')]))\n    return {}\n")
+    r = _pipeline(repo, "--only", "01_probe", "--jobs", "2", "--fresh")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((repo / "helpers" / "called.json").read_text()) == ["smoke", 2, "1"]
+    assert "fresh: None" in _outputs(repo / "build" / "smoke" / "01_probe.ipynb")  # runs are new already
+    assert json.loads((repo / "results" / "smoke" / "pipeline.json").read_text())["pretrain"]["jobs"] == 2
+    (repo / "helpers" / "called.json").unlink()
+    assert _pipeline(repo, "--only", "01_probe", "--jobs", "1").returncode == 0  # one job: no stage
+    assert not (repo / "helpers" / "called.json").exists()
 
 
 def test_missing_stages_are_named(repo):

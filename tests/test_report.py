@@ -29,8 +29,10 @@ def final_block(prof, fid, fid_se, is_, is_se, per_mille, n=None, inception=None
     """A FINAL / REAL block as metrics.evaluate returns it for profile `prof`; class counts scaled
     from shares in 1/1000."""
     n = n or prof.final_samples
-    counts = [round(c * n / 1000) for c in per_mille]
-    counts[0] += n - sum(counts)
+    exact = [c * n / 1000 for c in per_mille]
+    counts = [math.floor(v) for v in exact]
+    for i in sorted(range(10), key=lambda i: counts[i] - exact[i])[:n - sum(counts)]:  # largest remainders
+        counts[i] += 1
     p = [c / n for c in counts]
     out = {
         "fid_classifier": fid, "fid_classifier_se": fid_se,

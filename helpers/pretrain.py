@@ -1,0 +1,143 @@
+"""The pre-training stage: every run of the study trained (and its final samples scored) before the
+notebooks, several at once, so that the notebooks then only load them from the cache.
+
+    python -m helpers.pretrain --profile NAME [--jobs N]          # what `run_all.sh --pretrain` runs
+    python -m helpers.pretrain --profile NAME --one KIND:PRESET   # one job (the stage's workers)
+
+Each job is a process of its own: on one GPU several share it (the models are small, so one alone
+leaves most of the chip idle); with several GPUs each job is pinned to one, round robin; on a CPU
+the threads are divided between the jobs. A job trains its run through the engine (which locks the
+run folder, so a run is trained once even when a notebook asks for it at the same time), then
+computes the cached results the notebooks will ask for: the final metrics, and the reconstruction
+metrics (cold diffusion) or the DDIM sweep and the EMA's final metrics (the default DDPM). Each job
+prints one JSON line with its timings; `run` collects them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Callable
+
+from . import config
+
+# The runs the notebooks ask for with their default parameters, most expensive first (so the long
+# jobs start at once and the short ones fill the gaps).
+STUDY_RUNS = (("ddpm", "default"), ("ddpm", "testing"), ("cold", "columns"), ("cold", "columns7"),
+              ("cold", "rows7"), ("cold", "rows28"), ("cold", "columns_outside_in"), ("cold", "columns_inside_out"))
+RESULT_PREFIX = "[pretrain-result] "
+
+
+def gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def default_jobs() -> int:
+    """Every run at once on a GPU (a few hundred MB each); one at a time on a CPU, where the cores
+    are shared anyway."""
+    return len(STUDY_RUNS) if gpu_count() else 1
+
+
+def work(kind: str, preset: str, profile: str, seed: int = 0) -> dict:
+    """Train one run and compute its cached results; return the seconds each part took."""
+    from . import experiments
+
+    prof = config.profile(profile)
+    out = {"kind": kind, "preset": preset}
+    t0 = time.perf_counter()
+    run = experiments.train(kind, preset, prof, seed=seed, progress=False)
+    out.update(train_seconds=round(time.perf_counter() - t0, 2), cached=run.cached,
+               device=str(next(run.model.parameters()).device), precision=run.settings.precision)
+    t0 = time.perf_counter()
+    final = experiments.final_metrics(run, prof, seed=seed, progress=False)
+    out["final_seconds"] = round(time.perf_counter() - t0, 2)
+    out["sample_seconds"] = round(final.get("sample_seconds", 0.0), 2)
+    t0 = time.perf_counter()
+    if kind == "cold":
+        experiments.cold_reconstruction_metrics(run, prof, seed=seed)
+    elif run.ema_model is not None:
+        experiments.ddim_sweep(run, prof, seed=seed, progress=False)
+        experiments.final_metrics(run, prof, seed=seed, progress=False, use_ema=True)
+    out["extra_seconds"] = round(time.perf_counter() - t0, 2)
+    return out
+
+
+def _env(slot: int, jobs: int, gpus: int) -> dict:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(config.ROOT), os.environ.get("PYTHONPATH")])))
+    if gpus > 1:
+        env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
+    if not gpus:
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    return env
+
+
+def run(profile: str, jobs: int | None = None, runs=STUDY_RUNS, log: Callable[[str], None] = print) -> list[dict]:
+    """Train `runs` of `profile` with `jobs` worker processes (default: `default_jobs()`); return the
+    timings of each job. A failed job raises after the others have finished."""
+    config.check_choice("profile", profile, config.PROFILES)
+    jobs = default_jobs() if jobs is None else jobs
+    config.check_int("jobs", jobs, 1, 64)
+    gpus = gpu_count()
+    pending = list(enumerate(runs))
+    running: list[tuple[subprocess.Popen, str, int]] = []
+    results, failed = [], []
+    free_slots = list(range(jobs))
+    while pending or running:
+        while pending and free_slots:
+            i, (kind, preset) = pending.pop(0)
+            slot = free_slots.pop(0)
+            cmd = [sys.executable, "-m", "helpers.pretrain", "--profile", profile, "--one", f"{kind}:{preset}"]
+            proc = subprocess.Popen(cmd, env=_env(slot, jobs, gpus), cwd=config.ROOT, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+            running.append((proc, f"{kind}:{preset}", slot))
+            log(f"[pretrain] started {kind}:{preset} (slot {slot})")
+        time.sleep(0.2)
+        for item in list(running):
+            proc, name, slot = item
+            if proc.poll() is None:
+                continue
+            out, err = proc.communicate()
+            running.remove(item)
+            free_slots.append(slot)
+            lines = [ln for ln in out.splitlines() if ln.startswith(RESULT_PREFIX)]
+            if proc.returncode != 0 or not lines:
+                failed.append(f"{name}: exit {proc.returncode}: {err.strip()[-1500:]}")
+                log(f"[pretrain] {name} failed (exit {proc.returncode})")
+                continue
+            result = json.loads(lines[-1][len(RESULT_PREFIX):])
+            results.append(result)
+            log(f"[pretrain] {name}: trained in {result['train_seconds']:.1f} s (from cache: {result['cached']}), "
+                f"final samples in {result['sample_seconds']:.1f} s, other results in {result['extra_seconds']:.1f} s")
+    if failed:
+        raise RuntimeError("pre-training failed: " + " | ".join(failed))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m helpers.pretrain", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", required=True, choices=sorted(config.PROFILES))
+    ap.add_argument("--jobs", type=int, default=None, help="worker processes (default: every run at once on a "
+                    "GPU, one on a CPU)")
+    ap.add_argument("--one", metavar="KIND:PRESET", help="run one job in this process")
+    args = ap.parse_args(argv)
+    if args.one:
+        kind, _, preset = args.one.partition(":")
+        if (kind, preset) not in STUDY_RUNS:
+            ap.error(f"--one {args.one!r} is not allowed; expected one of "
+                     f"{[f'{k}:{p}' for k, p in STUDY_RUNS]}")
+        print(RESULT_PREFIX + json.dumps(work(kind, preset, args.profile)), flush=True)
+        return 0
+    t0 = time.perf_counter()
+    results = run(args.profile, args.jobs)
+    print(json.dumps({"seconds": round(time.perf_counter() - t0, 1), "jobs": results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
