@@ -640,9 +640,22 @@ def figure_keys(st: Study, plots_dir: Path) -> dict[str, str]:
     return d
 
 
+def loss_sentence(run: dict) -> str:
+    """How the per-epoch mean loss of a run moved, said for any number of epochs."""
+    losses = run["epoch_loss"]
+    if not losses:
+        return "no epoch was trained"
+    if len(losses) == 1:
+        return f"the mean over its only epoch is {fmt('epoch_loss', losses[0])}"
+    verb = "falls" if losses[-1] < losses[0] else "rises" if losses[-1] > losses[0] else "stays"
+    return (f"the epoch mean {verb} from {fmt('epoch_loss', losses[0])} in the first epoch to "
+            f"{fmt('epoch_loss', losses[-1])} in epoch {integer(len(losses))}")
+
+
 def chapter1_keys(st: Study, d: dict[str, str]) -> None:
     """The DDPM and the second hyperparameter set: tables 1.1-1.3 and their sentences."""
     first, second, run1 = st.first, st.second, st.nb1["run"]
+    d["claim/ddpm-loss"] = loss_sentence(run1)
     d["table/hparams-first"] = hyper_rows(first["config"], first["run"]["epochs"])
     d["table/hparams-second"] = hyper_rows(second["config"], second["run"]["epochs"])
     d["table/final-sets"] = (metric_row(f"first set ({escape(st.first_name)})", first["final"])
@@ -677,6 +690,7 @@ def chapter2_keys(st: Study, d: dict[str, str]) -> None:
     """Cold diffusion: table 2.1, its training, and the comparison with the DDPM (notebook 04)."""
     cold_main, nb4 = st.cold_main, st.nb4
     cfg = cold_main["config"]
+    d["claim/cold-loss"] = loss_sentence(cold_main["run"])
     d["cold/axis"] = escape(cfg["axis"])
     d["table/hparams-cold"] = hyper_rows(cfg, cold_main["run"]["epochs"])
     d["table/final-cold"] = (metric_row(f"cold {escape(st.main)} (unconditional)", cold_main["final"])

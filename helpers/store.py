@@ -287,24 +287,30 @@ def file_lock(lock_path: Path, what: str, log: Callable[[str], None] = print):
 
 
 # --------------------------------------------------------------------------- caches
+def _cached(path: Path, compute: Callable[[], Any], read: Callable[[Path], Any],
+            write: Callable[[Path, Any], Any], log: Callable[[str], None]) -> Any:
+    """The one cache protocol: under a lock, a verified stored value, else `compute()` stored."""
+    path = Path(path)
+    with file_lock(path.with_name(f".{path.name}.lock"), path.name, log):
+        if path.is_file() and not fresh_pending(path):
+            try:
+                return read(path)
+            except CorruptFile as exc:
+                log(f"ignoring damaged cache file: {exc}; recomputing")
+        result = compute()
+        write(path, result)
+        mark_fresh(path)
+        return result
+
+
 def cached_json(path: Path, compute: Callable[[], Any], log: Callable[[str], None] = print) -> Any:
     """The result stored at `path` (written earlier under this exact key), or `compute()` stored there.
 
     The stored file is verified when read; a damaged one (checksum, encoding, JSON) is reported and
     recomputed, never used. What is returned is the same either way: integer keys stay integers.
-    With `DIFFUSION_FRESH=1` a stored result is ignored and replaced.
+    With `run_all.sh --fresh` a stored result is recomputed once per pipeline run.
     """
-    path = Path(path)
-    with file_lock(path.with_name(f".{path.name}.lock"), path.name, log):
-        if path.is_file() and not fresh_pending(path):
-            try:
-                return read_verified_json(path)
-            except CorruptFile as exc:
-                log(f"ignoring damaged result file: {exc}; recomputing")
-        result = loads(dumps(compute()))
-        write_verified_json(path, result)
-        mark_fresh(path)
-        return result
+    return _cached(path, lambda: loads(dumps(compute())), read_verified_json, write_verified_json, log)
 
 
 def save_tensors(path: Path, payload: dict) -> Path:
@@ -345,17 +351,7 @@ def load_tensors(path: Path) -> dict:
 
 def cached_tensors(path: Path, compute: Callable[[], dict], log: Callable[[str], None] = print) -> dict:
     """Like `cached_json` for dicts of tensors."""
-    path = Path(path)
-    with file_lock(path.with_name(f".{path.name}.lock"), path.name, log):
-        if path.is_file() and not fresh_pending(path):
-            try:
-                return load_tensors(path)
-            except CorruptFile as exc:
-                log(f"ignoring damaged cache file: {exc}; recomputing")
-        result = compute()
-        save_tensors(path, result)
-        mark_fresh(path)
-        return result
+    return _cached(path, compute, load_tensors, save_tensors, log)
 
 
 # --------------------------------------------------------------------------- code keys

@@ -417,3 +417,10 @@ def test_smoke_profile_is_phrased_around_what_it_measured(tmp_path):
     # without a pipeline record the stamp says so instead of inventing a date or wall time
     assert defs["stamp/wall"] == "not recorded (no pipeline record)"
     assert "no pipeline record" in defs["stamp/commit"]
+
+
+def test_loss_sentence_follows_the_numbers():
+    assert "only epoch is 0.5000" in report.loss_sentence({"epoch_loss": [0.5]})
+    assert report.loss_sentence({"epoch_loss": [0.2, 0.1]}).startswith("the epoch mean falls from 0.2000")
+    assert "rises" in report.loss_sentence({"epoch_loss": [0.1, 0.2, 0.3]})
+    assert "in epoch 3" in report.loss_sentence({"epoch_loss": [0.1, 0.2, 0.3]})
