@@ -86,14 +86,6 @@ def load(profile: str, notebook: str) -> dict:
         raise store.CorruptFile(f"{p} is not valid JSON ({exc})") from exc
 
 
-def _precision(settings) -> str:
-    """TrainSettings.precision ("fp32" / "bf16"), or the older bf16 flag."""
-    value = getattr(settings, "precision", None)
-    if isinstance(value, str):
-        return value
-    return "bf16" if getattr(settings, "bf16", False) else "fp32"
-
-
 def run_summary(run) -> dict:
     """The RUN block of a results file for a `helpers.training.Run`: identity, losses, timings and the
     per-epoch FID / KID / IS measured during training (keys are epochs as strings, as JSON has them)."""
@@ -111,7 +103,7 @@ def run_summary(run) -> dict:
         "train_limit": run.settings.train_limit,
         "cached": bool(run.cached),
         "device": device,
-        "precision": _precision(run.settings),
+        "precision": run.settings.precision,
         "epoch_loss": [float(v) for v in logs.get("epoch_loss", [])],
         "epoch_seconds": [float(v) for v in logs.get("epoch_seconds", [])],
         "per_epoch": {str(e): {k: m[k] for k in EPOCH_FIELDS if k in m}

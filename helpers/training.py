@@ -112,14 +112,6 @@ class TrainSettings:
         if self.ema_decay is not None:
             config.check_float("ema_decay", self.ema_decay, 0.0, 1.0)
 
-    @classmethod
-    def from_profile(cls, prof: config.Profile, seed: int = 0, **overrides: Any) -> "TrainSettings":
-        base = dict(epochs=prof.epochs, seed=seed, train_limit=prof.train_limit,
-                    sample_epochs=tuple(e for e in prof.sample_epochs if e <= prof.epochs),
-                    n_grid=prof.n_grid)
-        base.update(overrides)
-        return cls(**base)
-
 
 def data_identity(data: torch.Tensor | None, train_limit: int | None) -> dict:
     """What identifies the training data: the verified MNIST files and the subset, or the content
