@@ -9,6 +9,7 @@ CI (CI=true) a missing browser is a failure; elsewhere the test is skipped with 
 import hashlib
 import json
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -124,18 +125,45 @@ def _state(page, box) -> tuple[str, str]:
     return box.locator(".widget-label").last.inner_text(), _image_digest(page, box.locator("img").last)
 
 
+KERNEL_STATUS = ".jp-StatusBar-TextItem[title^='Change kernel']"  # "Python 3 (ipykernel) | Idle"
+PROMPTS = "[...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].map(p => p.textContent.trim())"
+
+
+def _prompts(page) -> list[str]:
+    return page.evaluate(f"() => {PROMPTS}")
+
+
 def _run_all(page, url, token, name, timeout_s=RUN_TIMEOUT_S):
+    """Opens the notebook, waits for its kernel, runs every cell and waits until nothing is queued.
+
+    The notebook's execution indicator reads idle before the kernel has connected, and "Run All Cells"
+    clicked then is dropped without a word; so this waits for the status bar's kernel status to read
+    Idle, and clicks again if no cell has started within a minute. It returns when no cell is queued or
+    running and the kernel is idle: every cell ran, or one failed and the rest were not run (the caller
+    checks which)."""
     # A workspace of its own, reset: only this notebook is open (no earlier tab, no dialog).
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     page.goto(f"{url}/lab/workspaces/{Path(name).stem}/tree/{name}?reset&token={token}")
     page.locator(".jp-Notebook").wait_for(timeout=60_000)
-    page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=60_000)
-    page.get_by_role("menuitem", name="Run", exact=True).click()
-    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
-    # Done when every code cell has an execution count (no "[ ]" or "[*]") and the kernel is idle.
-    page.wait_for_function("""() => {
-        const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')];
-        return prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p.textContent));
-    }""", timeout=timeout_s * 1000)
+    page.wait_for_function(f"""() => {{
+        const s = document.querySelector("{KERNEL_STATUS}");
+        return s !== null && /\\| Idle$/.test(s.textContent.trim());
+    }}""", timeout=120_000)
+    started = f"() => {PROMPTS}.some(t => /\\[(\\*|\\d+)\\]/.test(t))"
+    for attempt in range(3):
+        page.get_by_role("menuitem", name="Run", exact=True).click()
+        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+        try:
+            page.wait_for_function(started, timeout=60_000)
+            break
+        except PlaywrightTimeout:  # the click was dropped
+            if attempt == 2:
+                raise AssertionError(f"no cell started after three 'Run All Cells': {_prompts(page)}")
+    page.wait_for_function(f"""() => {{
+        const s = document.querySelector("{KERNEL_STATUS}");
+        return !{PROMPTS}.some(t => t.includes("[*]")) && s !== null && /\\| Idle$/.test(s.textContent.trim());
+    }}""", timeout=timeout_s * 1000)
 
 
 def _errors(path: Path) -> list[str]:
@@ -166,6 +194,8 @@ def test_explorer_follows_the_keyboard_in_jupyterlab(lab, browser, name, params,
         page.keyboard.press("Control+s")  # the saved copy holds every output, errors included
         page.wait_for_timeout(1500)
         assert _errors(path) == []
+        prompts = _prompts(page)
+        assert all(re.fullmatch(r"\[\d+\]:?", p) for p in prompts), f"cells not run: {prompts}"
         box = page.locator(".widget-vbox", has=page.locator(".noUi-handle")).last
         box.scroll_into_view_if_needed()
         label, image = _state(page, box)
@@ -178,5 +208,27 @@ def test_explorer_follows_the_keyboard_in_jupyterlab(lab, browser, name, params,
         t_before, t_after = (int(s.split()[2]) for s in (label, moved_label))
         assert t_after == t_before - 3, (label, moved_label)
         print(f"{name}: {label!r} -> {moved_label!r}; screenshots in {base}")
+    finally:
+        page.close()
+
+
+def test_a_failing_cell_stops_the_run_and_is_reported(lab, browser):
+    """The harness itself: a cell that raises ends the wait at once (the cells after it are not run),
+    and the error is read back from the saved notebook."""
+    root, url, token, base = lab
+    cells = [{"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": src}
+             for src in ("x = 1", "raise ValueError('stopped here')", "y = 2")]
+    nb = {"cells": cells, "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)",
+                                                      "language": "python"}}, "nbformat": 4, "nbformat_minor": 5}
+    path = root / "failing.ipynb"
+    path.write_text(json.dumps(nb))
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        _run_all(page, url, token, path.name, timeout_s=120)
+        page.keyboard.press("Control+s")
+        page.wait_for_timeout(1500)
+        assert _errors(path) == ["ValueError: stopped here"]
+        prompts = _prompts(page)
+        assert re.fullmatch(r"\[\d+\]:?", prompts[0]) and prompts[2] in ("[ ]:", "[ ]"), prompts
     finally:
         page.close()
