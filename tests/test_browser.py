@@ -25,7 +25,7 @@ from helpers import config
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-RUN_TIMEOUT_S = 600  # a whole notebook with the smoke profile; about a minute here
+RUN_TIMEOUT_S = 600  # a whole notebook with the smoke profile; about 90 s here
 
 
 def _missing() -> str | None:
@@ -141,9 +141,9 @@ def _run_all(page, url, token, name, timeout_s=RUN_TIMEOUT_S):
     Idle, and clicks again if no cell has started within a minute. It returns when no cell is queued or
     running and the kernel is idle: every cell ran, or one failed and the rest were not run (the caller
     checks which)."""
-    # A workspace of its own, reset: only this notebook is open (no earlier tab, no dialog).
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
+    # A workspace of its own, reset: only this notebook is open (no earlier tab, no dialog).
     page.goto(f"{url}/lab/workspaces/{Path(name).stem}/tree/{name}?reset&token={token}")
     page.locator(".jp-Notebook").wait_for(timeout=60_000)
     page.wait_for_function(f"""() => {{
