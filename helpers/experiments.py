@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from . import config, store
+from . import config, store, study
 from .training import ModelKind, Optimiser, Run, TrainSettings
 from .training import train as _train_engine
 
@@ -135,7 +135,7 @@ def check_params(namespace: dict | None = None, **params: Any) -> dict:
 def precision_for(prof: config.Profile, device: str = "auto", requested: str = "profile") -> tuple[str, str]:
     """(precision, reason) of a run: the profile's choice unless the notebook asks for another."""
     from .hardware import choose_precision
-    from .training import pick_device
+    from .hardware import pick_device
 
     return choose_precision(prof.precision if requested == "profile" else requested, pick_device(device).type)
 
@@ -156,16 +156,16 @@ def run_settings(kind: str, preset: str, prof: config.Profile, seed: int = 0, de
                  ) -> tuple[TrainSettings, Any]:
     """(TrainSettings, per-epoch evaluate function) of a preset under a profile.
 
-    The cold-diffusion appendix variants get the profile's variant budget; the default DDPM also
-    keeps an EMA of its weights (scored beside the raw ones; the raw weights are unchanged by it)."""
-    variant = kind == "cold" and preset != "columns"
-    epochs = prof.variant_epochs if variant else prof.epochs
-    limit = prof.variant_train_limit if variant else prof.train_limit
+    Budget and EMA come from the study's table (helpers/study.py): the cold-diffusion appendix
+    variants get the profile's variant budget; the default DDPM also keeps an EMA of its weights
+    (scored beside the raw ones; the raw weights are unchanged by it)."""
+    entry = study.study_run(kind, preset)
+    epochs, limit = study.epochs_and_limit(prof, entry.budget)
     fn, eval_fields = evaluation_settings(prof, epochs, seed) if evaluate else (None, {})
     fields = dict(epochs=epochs, seed=seed, train_limit=limit,
                   sample_epochs=tuple(e for e in prof.sample_epochs if e <= epochs), n_grid=prof.n_grid,
                   precision=precision_for(prof, device, precision)[0],
-                  ema_decay=prof.ema_decay if (kind, preset) == ("ddpm", "default") else None)
+                  ema_decay=prof.ema_decay if entry.ema else None)
     fields.update(eval_fields)
     fields.update(train_overrides)
     return TrainSettings(**fields), fn

@@ -38,6 +38,25 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+def pick_device(device=None):
+    """The torch.device to compute on: "auto" (or None) picks CUDA when available, else the CPU;
+    a torch.device is returned as it is."""
+    import torch
+
+    if isinstance(device, torch.device):
+        return device
+    device = "auto" if device is None else device
+    from .config import check_choice
+
+    check_choice("device", device, DEVICE_CHOICES)
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
 def capabilities() -> dict:
     """A summary for benchmarks, logs and the report's stamp."""
     import torch

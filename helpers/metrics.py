@@ -53,6 +53,7 @@ from torchmetrics.image.kid import KernelInceptionDistance
 
 from . import classifier as clf
 from . import config, store
+from .hardware import pick_device
 
 BACKENDS = ("classifier", "inception")
 REFERENCES = ("test", "train")
@@ -116,12 +117,6 @@ class ClassifierLogits(nn.Module):
 
 
 # --------------------------------------------------------------------------- inputs
-def pick_device(device: str | torch.device = "auto") -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def prepare_images(images: torch.Tensor, value_range: str = "model", strict_range: bool = True,
                    name: str = "images") -> tuple[torch.Tensor, float]:
     """Validate generated images; return them as float (N, 1, 28, 28) in [0, 1] and the share of

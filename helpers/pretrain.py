@@ -22,12 +22,11 @@ import sys
 import time
 from typing import Callable
 
-from . import config
+from . import config, study
 
-# The runs the notebooks ask for with their default parameters, most expensive first (so the long
-# jobs start at once and the short ones fill the gaps).
-STUDY_RUNS = (("ddpm", "default"), ("ddpm", "testing"), ("cold", "columns"), ("cold", "columns7"),
-              ("cold", "rows7"), ("cold", "rows28"), ("cold", "columns_outside_in"), ("cold", "columns_inside_out"))
+# The runs of the study (helpers/study.py), most expensive first, so the long jobs start at once and
+# the short ones fill the gaps.
+STUDY_RUNS = tuple((r.kind, r.preset) for r in study.RUNS)
 RESULT_PREFIX = "[pretrain-result] "
 
 

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from . import config, store
+from .hardware import pick_device
 
 CHECKPOINTS_KEPT = 2
 PRECISIONS = ("fp32", "bf16")
@@ -128,13 +129,6 @@ def run_key(kind: str, model_config: dict, optimiser: Optimiser, settings: Train
             data_id: dict, code: str) -> str:
     return store.key_of({"kind": kind, "model": model_config, "optimiser": dataclasses.asdict(optimiser),
                          "train": dataclasses.asdict(settings), "data": data_id, "code": code})
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    config.check_choice("device", str(device), ("auto", "cpu", "cuda"))
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 # --------------------------------------------------------------------------- checkpoints

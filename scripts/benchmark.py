@@ -173,7 +173,7 @@ def main() -> int:
     ap.add_argument("--profile", default="quick", choices=sorted(config.PROFILES),
                     help="whose evaluation settings the evaluation share uses")
     args = ap.parse_args()
-    dev = training.pick_device(args.device)
+    dev = hardware.pick_device(args.device)
     data.ensure_mnist(log=lambda *_: None)
     caps = hardware.capabilities()
     print(f"machine: {caps}", flush=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from helpers import config, experiments, hardware  # noqa: E402
-from helpers.training import pick_device  # noqa: E402
+from helpers.hardware import pick_device  # noqa: E402
 
 
 def main() -> int:
