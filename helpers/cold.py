@@ -9,14 +9,13 @@ model's state_dict.
 """
 from __future__ import annotations
 
-import functools
 import math
 from typing import Callable
 
 import torch
 from torch import nn
 
-from .config import ColdConfig
+from .config import ColdConfig, check_choice, check_int
 from .degradations import Degradation, RowColumnAveraging
 from .models import CNN
 
@@ -45,12 +44,10 @@ def sample_cold(degradation: Degradation, restorer: Restorer, x: torch.Tensor,
     algorithm1 (Bansal Alg. 1): x_{s-1} = D(R(x_s, s), s-1).   direct: R(x_start, start) in one step.
     At start = 0 nothing is degraded, so every method returns x unchanged.
     """
-    if method not in METHODS:
-        raise ValueError(f"method={method!r} is not allowed; expected one of {list(METHODS)}")
+    check_choice("method", method, METHODS)
     T, D = degradation.T, degradation.degrade
     start = T if start is None else start
-    if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start <= T:
-        raise ValueError(f"start={start!r} is not allowed; expected an integer step in 0..{T}")
+    check_int("start", start, 0, T, allowed=f"an integer step in 0..{T}")
     step = lambda s: torch.full((x.shape[0],), s, device=x.device, dtype=torch.long)  # noqa: E731
     if start == 0:
         return x
@@ -236,13 +233,3 @@ def reconstruction_metrics(x: torch.Tensor, images: dict[str, torch.Tensor],
             row["FID"] = fid_fn(img)
         table[name] = row
     return table
-
-
-# --------------------------------------------------------------------------- training
-@functools.lru_cache(maxsize=8)
-def training_prior(axis: str, group: int, train_limit: int | None, components: int = PRIOR_COMPONENTS):
-    """The prior fitted on the training set: shared by every schedule (D(x, T) does not depend on it)."""
-    from .data import training_images
-
-    images = training_images(train_limit)[:PRIOR_MAX_IMAGES]
-    return fit_gaussian_mixture(RowColumnAveraging(axis, group).means(images).flatten(1), components)

@@ -34,6 +34,23 @@ REPORT_DIR = ROOT / "report"
 NOTEBOOKS_DIR = ROOT / "notebooks"
 
 
+def pythonpath_with_root() -> str:
+    """PYTHONPATH with this checkout first: child processes (notebook kernels, pre-training workers)
+    then import this `helpers`, even when another checkout is installed."""
+    return os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+
+
+def git(*args: str) -> str | None:
+    """The output of `git ARGS` in this checkout, or None where git or the repository is missing."""
+    import subprocess
+
+    try:
+        r = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+    except OSError:
+        return None
+    return r.stdout.strip() if r.returncode == 0 else None
+
+
 # --------------------------------------------------------------------------- validation
 def _fail(field_name: str, value: Any, allowed: str) -> None:
     raise ValueError(f"{field_name}={value!r} is not allowed; expected {allowed}")
@@ -47,27 +64,44 @@ MNIST_TRAIN_SIZE = 60_000
 MNIST_TEST_SIZE = 10_000
 
 
-def check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> None:
+def check_int(name: str, value: Any, minimum: int, maximum: int | None = None, allowed: str = "") -> None:
+    """Refuse anything but an integer in minimum..maximum (`allowed`: how the message says the range)."""
     if (isinstance(value, bool) or not isinstance(value, int) or value < minimum
             or (maximum is not None and value > maximum)):
-        _fail(name, value, f"an integer >= {minimum}" + (f" and <= {maximum}" if maximum is not None else ""))
+        _fail(name, value, allowed or f"an integer >= {minimum}"
+              + (f" and <= {maximum}" if maximum is not None else ""))
 
 
 def check_float(name: str, value: Any, low: float, high: float | None = None,
-                low_open: bool = True) -> None:
+                low_open: bool = True, high_open: bool = True, allowed: str = "") -> None:
+    """Refuse anything but a finite number between low and high (open ends by default)."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if ok:
         ok = value > low if low_open else value >= low
     if ok and high is not None:
-        ok = value < high
+        ok = value < high if high_open else value <= high
     if not ok:
-        rng = f"{'>' if low_open else '>='} {low}" + (f" and < {high}" if high is not None else "")
-        _fail(name, value, f"a finite number {rng}")
+        rng = f"{'>' if low_open else '>='} {low}" + (
+            f" and {'<' if high_open else '<='} {high}" if high is not None else "")
+        _fail(name, value, allowed or f"a finite number {rng}")
 
 
 def check_choice(name: str, value: Any, allowed) -> None:
-    if not isinstance(value, str) or value not in allowed:
+    """Refuse a value that is not one of `allowed` (of the same type: True is not 1)."""
+    if isinstance(value, bool) or not any(type(value) is type(a) and value == a for a in allowed):
         _fail(name, value, f"one of {sorted(allowed)}")
+
+
+def check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        _fail(name, value, "True or False")
+
+
+def check_epochs(name: str, value: Any) -> None:
+    """A tuple of epoch numbers (each >= 1)."""
+    if not isinstance(value, tuple) or not all(
+            isinstance(e, int) and not isinstance(e, bool) and 1 <= e for e in value):
+        _fail(name, value, "a tuple of epochs >= 1")
 
 
 def check_hidden(hidden: Any) -> None:
@@ -163,8 +197,7 @@ class ColdConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", _as_tuple(self.hidden))
         check_choice("axis", self.axis, COLD_AXES)
-        if self.group not in COLD_GROUPS or isinstance(self.group, bool):
-            _fail("group", self.group, f"one of {list(COLD_GROUPS)}")
+        check_choice("group", self.group, COLD_GROUPS)
         check_choice("schedule", self.schedule, COLD_SCHEDULES)
         check_int("schedule_seed", self.schedule_seed, 0, MAX_SEED)
         check_float("lr", self.lr, 0.0)
@@ -203,8 +236,13 @@ def cold_preset(name: str, **overrides: Any) -> ColdConfig:
     return COLD_PRESETS[name].replace(**overrides) if overrides else COLD_PRESETS[name]
 
 
+# The model kinds of the study and their presets (helpers.experiments.KINDS builds them).
+KIND_PRESETS: dict[str, dict] = {"ddpm": DDPM_PRESETS, "cold": COLD_PRESETS}
+
+
 # --------------------------------------------------------------------------- profiles
-PRECISION_CHOICES = ("auto", "fp32", "bf16")
+PRECISIONS = ("fp32", "bf16")  # what a run computes in
+PRECISION_CHOICES = ("auto",) + PRECISIONS  # what a profile or a notebook may ask for
 
 
 @dataclass(frozen=True)

@@ -57,10 +57,14 @@ def verify(root: Path | None = None, names=FILES_MD5) -> None:
         path = folder / name
         if not path.is_file():
             raise DataError(f"MNIST file {path} is missing")
-        got = store.file_hash(path, "md5")
-        if got != FILES_MD5[name]:
-            raise DataError(f"MNIST file {path} has MD5 {got}, expected {FILES_MD5[name]}: the file is "
-                            f"damaged; delete it (rm {path}) and run again to fetch it afresh")
+        check_md5(path, store.file_hash(path, "md5"))
+
+
+def check_md5(path: Path, got: str) -> None:
+    """Raise DataError when `got` is not the original MD5 of the MNIST file at `path`."""
+    if got != FILES_MD5[path.name]:
+        raise DataError(f"MNIST file {path} has MD5 {got}, expected {FILES_MD5[path.name]}: the file is "
+                        f"damaged; delete it (rm {path}) and run again to fetch it afresh")
 
 
 def _complete(root: Path | None) -> bool:
@@ -213,11 +217,7 @@ def load_mnist(train: bool = True, root: Path | None = None) -> tuple[torch.Tens
         blobs = {}
         for name in names:
             blob = (folder / name).read_bytes()
-            got = store.bytes_hash(blob, "md5")
-            if got != FILES_MD5[name]:
-                raise DataError(f"MNIST file {folder / name} has MD5 {got}, expected {FILES_MD5[name]}: "
-                                f"the file is damaged; delete it (rm {folder / name}) and run again to "
-                                "fetch it afresh")
+            check_md5(folder / name, store.bytes_hash(blob, "md5"))
             blobs[name] = blob
         images = torch.from_numpy(_parse_idx(blobs[names[0]], folder / names[0]).copy())
         labels = torch.from_numpy(_parse_idx(blobs[names[1]], folder / names[1]).astype(np.int64))

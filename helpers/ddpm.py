@@ -15,7 +15,7 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from .config import DDPMConfig, check_choice
+from .config import DDPMConfig, check_choice, check_float, check_int
 from .models import CNN
 
 SAMPLERS = ("prince", "ddim")
@@ -104,11 +104,8 @@ def sample_prince(noising: GaussianNoising, eps_model: EpsModel, z: torch.Tensor
 
 def check_ddim(T: int, steps, eta, spacing) -> None:
     """Refuse DDIM settings outside their ranges, naming the parameter and what is allowed."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T:
-        raise ValueError(f"steps={steps!r} is not allowed; expected an integer in 1..{T} (T = {T})")
-    if (isinstance(eta, bool) or not isinstance(eta, (int, float)) or not math.isfinite(eta)
-            or not 0 <= eta <= 1):
-        raise ValueError(f"eta={eta!r} is not allowed; expected a number in [0, 1]")
+    check_int("steps", steps, 1, T, allowed=f"an integer in 1..{T} (T = {T})")
+    check_float("eta", eta, 0, 1, low_open=False, high_open=False, allowed="a number in [0, 1]")
     check_choice("spacing", spacing, SPACINGS)
 
 

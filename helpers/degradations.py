@@ -12,10 +12,12 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from .config import COLD_AXES as AXES
+from .config import COLD_GROUPS as GROUPS
+from .config import COLD_SCHEDULES as SCHEDULES
+from .config import check_choice, check_int
+
 SIZE = 28  # MNIST rows = columns
-AXES = ("rows", "columns")
-GROUPS = (1, 4)
-SCHEDULES = ("random", "outside-in", "inside-out")
 
 
 @runtime_checkable
@@ -31,11 +33,6 @@ class Degradation(Protocol):
                 generator: torch.Generator | None = None) -> torch.Tensor: ...
 
 
-def _check(name: str, value, allowed) -> None:
-    if isinstance(value, bool) or value not in allowed:
-        raise ValueError(f"{name}={value!r} is not allowed; expected one of {list(allowed)}")
-
-
 def outside_in(n: int) -> list[int]:
     """0, n-1, 1, n-2, ...: the outermost lines first (1-indexed: 1, 28, 2, 27, ..., 14, 15)."""
     return [i for pair in zip(range(n), reversed(range(n))) for i in pair][:n]
@@ -49,7 +46,7 @@ def inside_out(n: int) -> list[int]:
 
 def schedule_order(schedule: str, n: int, seed: int = 0) -> torch.Tensor:
     """The order (0-indexed, int64, length n) in which the n lines or bands are averaged."""
-    _check("schedule", schedule, SCHEDULES)
+    check_choice("schedule", schedule, SCHEDULES)
     if schedule == "random":
         return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return torch.tensor(outside_in(n) if schedule == "outside-in" else inside_out(n))
@@ -64,11 +61,10 @@ class RowColumnAveraging(nn.Module):
     def __init__(self, axis: str = "columns", group: int = 1, schedule: str = "random",
                  schedule_seed: int = 0):
         super().__init__()
-        _check("axis", axis, AXES)
-        _check("group", group, GROUPS)
-        _check("schedule", schedule, SCHEDULES)
-        if isinstance(schedule_seed, bool) or not isinstance(schedule_seed, int) or schedule_seed < 0:
-            raise ValueError(f"schedule_seed={schedule_seed!r} is not allowed; expected an integer >= 0")
+        check_choice("axis", axis, AXES)
+        check_choice("group", group, GROUPS)
+        check_choice("schedule", schedule, SCHEDULES)
+        check_int("schedule_seed", schedule_seed, 0)
         self.axis, self.group, self.schedule = axis, group, schedule
         self.T = SIZE // group
         self.register_buffer("order", schedule_order(schedule, self.T, schedule_seed))

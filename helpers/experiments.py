@@ -12,9 +12,10 @@ from typing import Any
 
 import torch
 
-from . import config, store, study
-from .training import ModelKind, Optimiser, Run, TrainSettings
-from .training import train as _train_engine
+from . import config, hardware, store, study
+from .cold import ColdDiffusion
+from .ddpm import DDPM
+from .training import ModelKind, Optimiser, Run, TrainSettings, fit
 
 
 def resolve_profile(name: str | config.Profile | None) -> config.Profile:
@@ -29,39 +30,15 @@ def resolve_profile(name: str | config.Profile | None) -> config.Profile:
 
 # --------------------------------------------------------------------------- the model kinds
 def _build_cold(cfg, data):
-    from .cold import ColdDiffusion
-
-    model = ColdDiffusion(cfg)
     # The prior of x_T is fitted on the training data of the run; a model about to receive a
     # checkpoint (data None) gets it from there.
+    model = ColdDiffusion(cfg)
     return model if data is None else model.fit_prior(data)
 
 
-def _ddpm_cls():
-    from .ddpm import DDPM
-    return DDPM
-
-
-def _cold_cls():
-    from .cold import ColdDiffusion
-    return ColdDiffusion
-
-
-@dataclass(frozen=True)
-class Kind:
-    """One kind of model of the study: its presets and how the engine builds it."""
-
-    presets: dict
-    model_cls: Any  # a function returning the class (imported on first use)
-    build_fn: Any = None
-
-    def engine_kind(self) -> ModelKind:
-        return ModelKind(self.model_cls(), self.build_fn)
-
-
-KINDS: dict[str, Kind] = {
-    "ddpm": Kind(config.DDPM_PRESETS, _ddpm_cls),
-    "cold": Kind(config.COLD_PRESETS, _cold_cls, _build_cold),
+KINDS: dict[str, ModelKind] = {
+    "ddpm": ModelKind(DDPM, presets=config.KIND_PRESETS["ddpm"]),
+    "cold": ModelKind(ColdDiffusion, _build_cold, presets=config.KIND_PRESETS["cold"]),
 }
 
 
@@ -117,7 +94,7 @@ def check_params(namespace: dict | None = None, **params: Any) -> dict:
     if "seed" in params:
         config.check_int("seed", params["seed"], 0, config.MAX_SEED)
     if "device" in params:
-        config.check_choice("device", params["device"], ("auto", "cpu", "cuda"))
+        config.check_choice("device", params["device"], hardware.DEVICE_CHOICES)
     if "precision" in params:
         config.check_choice("precision", params["precision"], ("profile",) + config.PRECISION_CHOICES)
     if params.get("overrides"):
@@ -185,7 +162,7 @@ def train(kind: str, preset: str, profile: str | config.Profile | None = None, s
     prof = resolve_profile(profile)
     settings, fn = run_settings(kind, preset, prof, seed, device, precision, evaluate, **train_overrides)
     label = preset + (f"+{store.key_of(overrides, 6)}" if overrides else "")
-    return _train_engine(KINDS[kind].engine_kind(), cfg, settings, Optimiser.of(cfg), label=label,
+    return fit(KINDS[kind], cfg, settings, Optimiser.of(cfg), label=label,
                          runs_dir=runs_dir, device=device, progress=progress, evaluate=fn,
                          cached_only=cached_only)
 

@@ -12,9 +12,9 @@ All statistics are torchmetrics' (FrechetInceptionDistance, KernelInceptionDista
 InceptionScore). Each image set goes through its feature network once; the features are then handed
 to the torchmetrics classes through a pass-through feature module (`PrecomputedFeatures`), so the
 reference side can be cached on disk and the bootstrap can resample features instead of running the
-network again. `ClassifierFeatures` and `ClassifierLogits` are the same networks as torchmetrics
-feature modules on images, for anyone who wants to call torchmetrics directly (the tests check that
-both routes give the same FID).
+network again. `ClassifierFeatures` is the same network as a torchmetrics feature module on images,
+for anyone who wants to call torchmetrics directly (the tests check that both routes give the same
+FID).
 
 Protocol
 - Generated images come in the model's range [-0.5, 0.5] and are mapped with x + 0.5, clamped to
@@ -102,18 +102,6 @@ class ClassifierFeatures(nn.Module):
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.features(x.float())
-
-
-class ClassifierLogits(nn.Module):
-    """The classifier's logits (float64) of images in [0, 1]: a feature module for InceptionScore."""
-
-    def __init__(self, model: clf.MNISTClassifier | None = None):
-        super().__init__()
-        self.model = model or clf.load_classifier()
-
-    @torch.no_grad()
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x.float()).double()
 
 
 # --------------------------------------------------------------------------- inputs
@@ -220,8 +208,7 @@ def reference_indices(reference: str, n: int) -> torch.Tensor:
     """The n images of a split that form its reference subset (a fixed seeded permutation)."""
     config.check_choice("reference", reference, REFERENCES)
     size = SPLIT_SIZES[reference]
-    if isinstance(n, bool) or not isinstance(n, int) or not 2 <= n <= size:
-        raise ValueError(f"n={n!r} is not allowed for the {reference} split; expected 2..{size}")
+    config.check_int("n", n, 2, size, allowed=f"2..{size} (the {reference} split)")
     return torch.randperm(size, generator=torch.Generator().manual_seed(_SPLIT_SEEDS[reference]))[:n]
 
 
@@ -487,7 +474,7 @@ EPOCH_METRICS = ("fid_classifier", "kid_classifier_mean", "kid_classifier_std", 
 
 def epoch_evaluator(n_samples: int, seed: int = 0, batch_size: int = 500,
                     reference: str = "test") -> tuple[Callable[[nn.Module, int], dict], str]:
-    """(evaluate(model, epoch) -> dict of plain numbers, eval_key) for training.train().
+    """(evaluate(model, epoch) -> dict of plain numbers, eval_key) for training.fit().
 
     Each call draws `n_samples` images with `model.sample(batch, generator=...)` from a generator of its
     own, seeded with `seed` at every epoch (the same noise each epoch, so curves are not jittered by
@@ -531,7 +518,7 @@ def epoch_evaluator(n_samples: int, seed: int = 0, batch_size: int = 500,
 
 __all__ = [
     "BACKENDS", "REFERENCES", "METRIC_LABELS", "FeatureSet", "PrecomputedFeatures", "ClassifierFeatures",
-    "ClassifierLogits", "prepare_images", "check_images", "extract", "reference_indices", "reference_images",
+    "prepare_images", "check_images", "extract", "reference_indices", "reference_images",
     "reference_features", "fid", "kid", "inception_score", "class_histogram", "bootstrap",
     "evaluate_features", "evaluate", "real_data_floor", "epoch_evaluator",
 ]

@@ -199,12 +199,8 @@ def export_html(notebook: Path) -> Path:
 
 
 def _git() -> dict:
-    def git(*args):
-        r = subprocess.run(["git", *args], cwd=config.ROOT, capture_output=True, text=True)
-        return r.stdout.strip() if r.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain") if commit else None
+    commit = config.git("rev-parse", "HEAD")
+    status = config.git("status", "--porcelain") if commit else None
     return {"commit": commit, "clean": None if status is None else status == ""}
 
 
@@ -268,7 +264,7 @@ def run(plan: dict) -> None:
     remove_stale_temporaries(name)
 
     # Kernels import this checkout's helpers, whatever else an active environment has installed.
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(config.ROOT), os.environ.get("PYTHONPATH")]))
+    os.environ["PYTHONPATH"] = config.pythonpath_with_root()
     if plan["fresh"]:
         os.environ["DIFFUSION_FRESH"] = "1"
     pretrained = None

@@ -37,13 +37,12 @@ RUNS: tuple[StudyRun, ...] = (
 )
 
 BUDGETS = ("main", "variant")
-KINDS = {"ddpm": config.DDPM_PRESETS, "cold": config.COLD_PRESETS}
 
 
 def study_run(kind: str, preset: str) -> StudyRun:
     """The study's entry for (kind, preset); a preset the study does not train (a notebook may be
     given any preset) gets the main budget and no EMA."""
-    config.check_choice("kind", kind, KINDS)
+    config.check_choice("kind", kind, config.KIND_PRESETS)
     for r in RUNS:
         if (r.kind, r.preset) == (kind, preset):
             return r

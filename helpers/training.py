@@ -27,7 +27,6 @@ from . import config, store
 from .hardware import pick_device
 
 CHECKPOINTS_KEPT = 2
-PRECISIONS = ("fp32", "bf16")
 # Runs are keyed by the code of these modules and everything they import from the package.
 CODE_ROOTS = ("experiments", "training")
 
@@ -44,10 +43,12 @@ class CheckpointError(RuntimeError):
 @dataclass(frozen=True)
 class ModelKind:
     """How to make a model of one kind: `build_fn(config, training_data or None) -> model`
-    (default: `model_cls(config)`). The kind's name is the model class's own `kind`."""
+    (default: `model_cls(config)`), and the kind's named configurations. The kind's name is the
+    model class's own `kind`."""
 
     model_cls: type
     build_fn: Callable[[Any, torch.Tensor], nn.Module] | None = None
+    presets: dict = field(default_factory=dict)  # name -> configuration (helpers.config)
 
     @property
     def name(self) -> str:
@@ -102,14 +103,10 @@ class TrainSettings:
         if self.train_limit is not None:
             config.check_int("train_limit", self.train_limit, 1, config.MNIST_TRAIN_SIZE)
         config.check_int("n_grid", self.n_grid, 1, 1024)
-        config.check_choice("precision", self.precision, PRECISIONS)
-        if not isinstance(self.channels_last, bool):
-            raise ValueError(f"channels_last={self.channels_last!r} is not allowed; expected True or False")
+        config.check_choice("precision", self.precision, config.PRECISIONS)
+        config.check_bool("channels_last", self.channels_last)
         for name in ("sample_epochs", "eval_epochs"):
-            value = getattr(self, name)
-            if not isinstance(value, tuple) or not all(
-                    isinstance(e, int) and not isinstance(e, bool) and 1 <= e for e in value):
-                raise ValueError(f"{name}={value!r} is not allowed; expected a tuple of epochs >= 1")
+            config.check_epochs(name, getattr(self, name))
         if self.ema_decay is not None:
             config.check_float("ema_decay", self.ema_decay, 0.0, 1.0)
 
@@ -236,11 +233,100 @@ def find_run(kind: ModelKind, cfg: Any, optimiser: Optimiser, settings: TrainSet
     return Path(runs_dir or config.RUNS_DIR) / f"{kind.name}{'-' + label if label else ''}-{key}"
 
 
-def train(kind: ModelKind, cfg: Any, settings: TrainSettings, optimiser: Optimiser | None = None, *,
-          label: str = "", data: torch.Tensor | None = None, runs_dir: Path | None = None,
-          device: str = "auto", evaluate: EvalFn | None = None, progress: bool = True,
-          on_step: Callable[[int, int], None] | None = None, cached_only: bool = False,
-          log: Callable[[str], None] = print) -> Run | None:
+@dataclass
+class _State:
+    """What a checkpoint holds, live: the model, its EMA, the optimiser, the training generator,
+    the logs and the last finished epoch."""
+
+    model: nn.Module
+    ema: Any
+    opt: torch.optim.Optimizer
+    gen: torch.Generator
+    logs: dict
+    epoch: int = 0
+
+    def payload(self, key: str) -> dict:
+        out = {"key": key, "epoch": self.epoch, "model": self.model.state_dict(), "optim": self.opt.state_dict(),
+               "rng": _rng_state(self.gen), "logs": self.logs}
+        if self.ema is not None:
+            out["ema"] = self.ema.state_dict()
+        return out
+
+    def averaged(self) -> nn.Module | None:
+        """A copy of the model holding the EMA weights (None without an EMA)."""
+        if self.ema is None:
+            return None
+        copy_ = copy.deepcopy(self.model)
+        self.ema.copy_to(copy_)
+        return copy_.eval()
+
+
+@dataclass(frozen=True)
+class _Job:
+    """Everything a training loop needs besides its state and data."""
+
+    kind: ModelKind
+    cfg: Any
+    settings: TrainSettings
+    optimiser: Optimiser
+    run_dir: Path
+    key: str
+    dev: torch.device
+    desc: str
+    evaluate: Callable[[nn.Module, int], dict] | None = None
+    progress: bool = True
+    on_step: Callable[[int, int], None] | None = None
+    log: Callable[[str], None] = print
+
+    def new_state(self, gen: torch.Generator, data: torch.Tensor | None) -> _State:
+        """A freshly initialised model (seeded), its optimiser and EMA; `data` None: the weights will
+        come from a checkpoint."""
+        torch.manual_seed(self.settings.seed)
+        model = self.kind.build(self.cfg, data).to(self.dev)
+        if self.settings.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        opt = torch.optim.Adam(model.parameters(), lr=self.optimiser.lr)
+        ema = None
+        if self.settings.ema_decay is not None:
+            from .ema import EMA
+            ema = EMA(model, self.settings.ema_decay)
+        return _State(model, ema, opt, gen, _empty_logs())
+
+    def restore(self, gen: torch.Generator, ckpt: dict) -> _State:
+        """The state of a verified checkpoint (and the RNGs it saved)."""
+        state = self.new_state(gen, None)
+        try:
+            state.model.load_state_dict(ckpt["model"])
+            state.opt.load_state_dict(ckpt["optim"])
+            if state.ema is not None:
+                state.ema.load_state_dict(ckpt["ema"])
+            _set_rng_state(gen, ckpt["rng"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            raise CheckpointError(f"checkpoint of epoch {ckpt.get('epoch')} does not fit the model "
+                                  f"({type(exc).__name__}: {str(exc)[:200]})") from exc
+        state.logs, state.epoch = ckpt["logs"], ckpt["epoch"]
+        return state
+
+    def latest(self, gen: torch.Generator) -> _State | None:
+        """The state of the newest checkpoint that passes every check; the others are reported and
+        skipped."""
+        for path in checkpoints(self.run_dir):
+            try:
+                return self.restore(gen, load_checkpoint(path, self.key))
+            except CheckpointError as exc:
+                self.log(f"ignoring checkpoint {path.name}: {exc}")
+        return None
+
+    def result(self, state: _State, cached: bool = False) -> Run:
+        return Run(self.run_dir, self.key, state.model.eval(), self.settings, state.logs, cached=cached,
+                   ema_model=state.averaged(), config=self.cfg, optimiser=self.optimiser)
+
+
+def fit(kind: ModelKind, cfg: Any, settings: TrainSettings, optimiser: Optimiser | None = None, *,
+        label: str = "", data: torch.Tensor | None = None, runs_dir: Path | None = None,
+        device: str = "auto", evaluate: EvalFn | None = None, progress: bool = True,
+        on_step: Callable[[int, int], None] | None = None, cached_only: bool = False,
+        log: Callable[[str], None] = print) -> Run | None:
     """Train a `kind` model of configuration `cfg` under `settings`, or return the finished run.
 
     `optimiser` defaults to the preset's own (`Optimiser.of(cfg)`). `evaluate(model, epoch)` runs at
@@ -254,112 +340,54 @@ def train(kind: ModelKind, cfg: Any, settings: TrainSettings, optimiser: Optimis
         raise ValueError("settings.eval_epochs is set but no evaluate function was given")
     optimiser = optimiser or Optimiser.of(cfg)
     run_dir = find_run(kind, cfg, optimiser, settings, label=label, data=data, runs_dir=runs_dir)
-    key = run_dir.name.rsplit("-", 1)[1]
-    dev = pick_device(device)
+    job = _Job(kind, cfg, settings, optimiser, run_dir, run_dir.name.rsplit("-", 1)[1], pick_device(device),
+               label or kind.name, evaluate, progress, on_step, log)
     fresh = store.fresh_pending(run_dir / "run.json")
     if cached_only and (fresh or not run_dir.is_dir()):
         return None
 
     with store.file_lock(run_dir / ".lock", f"training {run_dir.name}", log):
+        # 1. the newest good checkpoint, unless --fresh asks for a new run
         torch.manual_seed(settings.seed)
-        gen = torch.Generator(device=dev).manual_seed(settings.seed)
-        ckpt, restored = (None, None) if fresh else _latest_checkpoint(kind, cfg, settings, run_dir, key, dev,
-                                                               gen, optimiser, log)
-        if ckpt is not None and ckpt["epoch"] >= settings.epochs:
-            model, ema, _ = restored
-            return Run(run_dir, key, model.eval(), settings, ckpt["logs"], cached=True,
-                       ema_model=_ema_model(model, ema), config=cfg, optimiser=optimiser)
+        gen = torch.Generator(device=job.dev).manual_seed(settings.seed)
+        state = None if fresh else job.latest(gen)
+        if state is not None and state.epoch >= settings.epochs:
+            return job.result(state, cached=True)
         if cached_only:
             return None
 
+        # 2. the run folder: stale temporaries removed, old checkpoints set aside, the record written
         store.remove_stale_temporaries(run_dir)
         if fresh:
             _set_aside(run_dir, log)
-        meta = {"kind": kind.name, "label": label, "key": key, "code": store.code_hash(CODE_ROOTS),
+        meta = {"kind": kind.name, "label": label, "key": job.key, "code": store.code_hash(CODE_ROOTS),
                 "model": dataclasses.asdict(cfg), "optimiser": dataclasses.asdict(optimiser),
-                "train": dataclasses.asdict(settings),
-                "data": data_identity(data, settings.train_limit)}
+                "train": dataclasses.asdict(settings), "data": data_identity(data, settings.train_limit)}
         store.write_json(run_dir / "run.json", meta)
         store.mark_fresh(run_dir / "run.json")
 
+        # 3. the data, then a new state or the resumed one
         if data is None:
             from .data import training_images
             data = training_images(settings.train_limit)
         elif settings.train_limit is not None:
             data = data[:settings.train_limit]
-        if ckpt is not None:
-            model, ema, opt = restored
-            logs, start = ckpt["logs"], ckpt["epoch"]
-            if logs.get("threads") != torch.get_num_threads():
-                log(f"note: this run used {logs.get('threads')} threads and now uses "
+        if state is not None:
+            if state.logs.get("threads") != torch.get_num_threads():
+                log(f"note: this run used {state.logs.get('threads')} threads and now uses "
                     f"{torch.get_num_threads()}; the resumed result matches an uninterrupted run only "
                     "to floating-point noise, not bit for bit")
-            log(f"resuming {run_dir.name} after epoch {start} of {settings.epochs}")
+            log(f"resuming {run_dir.name} after epoch {state.epoch} of {settings.epochs}")
         else:
-            model, ema, opt = _build(kind, cfg, settings, data, dev, optimiser)
-            logs, start = _empty_logs(), 0
-            logs.update(device=str(dev), label=label)
-        data = data.to(dev)
+            state = job.new_state(gen, data)
+            state.logs.update(device=str(job.dev), label=label)
+        data = data.to(job.dev)
         if settings.channels_last:
             data = data.contiguous(memory_format=torch.channels_last)
-        _fit(model, ema, opt, gen, data, optimiser.batch_size, settings, start, logs, run_dir, key, dev,
-             evaluate, progress, on_step, label or kind.name)
-        return Run(run_dir, key, model.eval(), settings, logs, ema_model=_ema_model(model, ema),
-                   config=cfg, optimiser=optimiser)
 
-
-def _build(kind, cfg, settings, data, dev, optimiser):
-    torch.manual_seed(settings.seed)
-    model = kind.build(cfg, data).to(dev)
-    if settings.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), lr=optimiser.lr)
-    ema = None
-    if settings.ema_decay is not None:
-        from .ema import EMA
-        ema = EMA(model, settings.ema_decay)
-    return model, ema, opt
-
-
-def _restore(kind, cfg, settings, ckpt, dev, gen, optimiser):
-    """Model, EMA and optimiser in the state of a verified checkpoint (and the RNGs)."""
-    model = kind.build(cfg, None).to(dev)
-    if settings.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    try:
-        model.load_state_dict(ckpt["model"])
-        opt = torch.optim.Adam(model.parameters(), lr=optimiser.lr)
-        opt.load_state_dict(ckpt["optim"])
-        ema = None
-        if settings.ema_decay is not None:
-            from .ema import EMA
-            ema = EMA(model, settings.ema_decay)
-            ema.load_state_dict(ckpt["ema"])
-        _set_rng_state(gen, ckpt["rng"])
-    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-        raise CheckpointError(f"checkpoint of epoch {ckpt.get('epoch')} does not fit the model "
-                              f"({type(exc).__name__}: {str(exc)[:200]})") from exc
-    return model, ema, opt
-
-
-def _ema_model(model: nn.Module, ema) -> nn.Module | None:
-    if ema is None:
-        return None
-    averaged = copy.deepcopy(model)
-    ema.copy_to(averaged)
-    return averaged.eval()
-
-
-def _latest_checkpoint(kind, cfg, settings, run_dir: Path, key: str, dev, gen, optimiser, log):
-    """(checkpoint, (model, ema, optimiser) restored from it) of the newest checkpoint that passes
-    every check, or (None, None); the others are reported and skipped."""
-    for path in checkpoints(run_dir):
-        try:
-            ckpt = load_checkpoint(path, key)
-            return ckpt, _restore(kind, cfg, settings, ckpt, dev, gen, optimiser)
-        except CheckpointError as exc:
-            log(f"ignoring checkpoint {path.name}: {exc}")
-    return None, None
+        # 4. the remaining epochs
+        _fit(job, state, data)
+        return job.result(state)
 
 
 def _set_aside(run_dir: Path, log) -> None:
@@ -372,35 +400,39 @@ def _set_aside(run_dir: Path, log) -> None:
         log(f"--fresh: retraining {run_dir.name}; its previous checkpoints are in {aside.name}/")
 
 
-def _fit(model, ema, opt, gen, data, bs: int, settings: TrainSettings, start: int, logs: dict,
-         run_dir: Path, key: str, dev: torch.device, evaluate, progress: bool, on_step, desc: str) -> None:
+def _fit(job: _Job, state: _State, data: torch.Tensor) -> None:
+    """Train `state` from its epoch to `job.settings.epochs`, with a verified checkpoint after each."""
     from tqdm.auto import tqdm
 
+    settings, dev, model, opt, ema = job.settings, job.dev, state.model, state.opt, state.ema
+    bs = job.optimiser.batch_size
     n = data.shape[0]
     steps = (n + bs - 1) // bs
     sync_every = 1 if dev.type == "cpu" else 50  # how often losses are copied to the host
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=settings.precision == "bf16")
-    epochs_bar = tqdm(range(start + 1, settings.epochs + 1), desc=desc, unit="epoch",
-                      initial=start, total=settings.epochs, disable=not progress)
+    epochs_bar = tqdm(range(state.epoch + 1, settings.epochs + 1), desc=job.desc, unit="epoch",
+                      initial=state.epoch, total=settings.epochs, disable=not job.progress)
     for epoch in epochs_bar:
+        # 1. one pass over the data in a seeded order
         t0 = time.perf_counter()
         model.train()
         shuffle = torch.Generator().manual_seed(settings.seed * 1_000_003 + epoch)
         order = torch.randperm(n, generator=shuffle).to(dev)
         losses = torch.empty(steps, device=dev)
         steps_bar = tqdm(range(steps), desc=f"epoch {epoch}", unit="step", leave=False,
-                         disable=not progress)
+                         disable=not job.progress)
         checked = 0
         for step in steps_bar:
             x = data[order[step * bs:(step + 1) * bs]]
             with autocast:
-                loss = model.loss(x, gen)
+                loss = model.loss(x, state.gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             if ema is not None:
                 ema.update(model)
             losses[step] = loss.detach()
+            # 2. the losses copied to the host now and then, and checked to be finite
             if (step + 1) % sync_every == 0 or step + 1 == steps:
                 chunk = losses[checked:step + 1].cpu()
                 bad = (~torch.isfinite(chunk)).nonzero()
@@ -409,30 +441,30 @@ def _fit(model, ema, opt, gen, data, bs: int, settings: TrainSettings, start: in
                     raise TrainingDiverged(
                         f"loss became {chunk[int(bad[0])].item()} at epoch {epoch}, step {at} of "
                         f"{steps}; the last good checkpoint (epoch {epoch - 1}, 0 meaning none) is kept "
-                        f"in {run_dir}")
+                        f"in {job.run_dir}")
                 checked = step + 1
                 steps_bar.set_postfix(loss=f"{chunk[-1].item():.4f}", refresh=False)
-            if on_step is not None:
-                on_step(epoch, step + 1)
+            if job.on_step is not None:
+                job.on_step(epoch, step + 1)
         steps_bar.close()
+        logs = state.logs
         epoch_losses = losses.float().cpu().tolist()
         logs["iter_loss"].extend(epoch_losses)
         logs["epoch_loss"].append(math.fsum(epoch_losses) / len(epoch_losses))
+        # 3. the sample grid and the per-epoch metrics (raw and EMA weights)
         model.eval()
-        averaged = _ema_model(model, ema)
+        averaged = state.averaged()
         if epoch in settings.sample_epochs:
             grid_gen = torch.Generator(device=dev).manual_seed(settings.seed + 1)
             logs["samples"][epoch] = model.sample(settings.n_grid, generator=grid_gen).float().cpu()
         if epoch in settings.eval_epochs:
-            logs["metrics"][epoch] = store.to_plain(evaluate(model, epoch), f"metrics of epoch {epoch}")
+            logs["metrics"][epoch] = store.to_plain(job.evaluate(model, epoch), f"metrics of epoch {epoch}")
             if averaged is not None:
-                logs["metrics_ema"][epoch] = store.to_plain(evaluate(averaged, epoch),
+                logs["metrics_ema"][epoch] = store.to_plain(job.evaluate(averaged, epoch),
                                                             f"EMA metrics of epoch {epoch}")
         logs["epoch_seconds"].append(time.perf_counter() - t0)
-        payload = {"key": key, "epoch": epoch, "model": model.state_dict(), "optim": opt.state_dict(),
-                   "rng": _rng_state(gen), "logs": logs}
-        if ema is not None:
-            payload["ema"] = ema.state_dict()
-        save_checkpoint(run_dir, epoch, payload)
+        # 4. the checkpoint
+        state.epoch = epoch
+        save_checkpoint(job.run_dir, epoch, state.payload(job.key))
         epochs_bar.set_postfix(loss=f"{logs['epoch_loss'][-1]:.4f}")
     epochs_bar.close()

@@ -5,7 +5,7 @@
 Rows, every one measured in this process, one after the other (run it on an otherwise idle machine):
 - training images/s of the default DDPM (batch 128): a reference loop written the way the course's
   starter does it (torchvision MNIST dataset, ToTensor + Normalize, DataLoader, fp32) against the
-  engine (helpers.training.train) with each of its options: fp32, channels_last, bf16 autocast, and
+  engine (helpers.training.fit) with each of its options: fp32, channels_last, bf16 autocast, and
   with --compile torch.compile (its compilation time is printed apart);
 - DDPM sampling (network evaluations per second, img-steps/s): the starter's way (batch 16, schedule
   recomputed every step) against the package's sampler at batch 16 and 256, fp32 and bf16, each the
@@ -81,16 +81,16 @@ def engine_training(steps: int, dev: torch.device, **options) -> tuple[float, fl
     """Images per second of the engine on `steps` batches (one epoch of steps * 128 images, in a
     temporary runs folder, checkpoint included), and the seconds of a first, untimed warm-up epoch."""
     images = data.training_images(steps * BATCH)
-    kind = KINDS["ddpm"].engine_kind()
+    kind = KINDS["ddpm"]
     cfg = config.ddpm_preset("default")
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        training.train(kind, cfg, training.TrainSettings(epochs=1, train_limit=4 * BATCH, **options),
+        training.fit(kind, cfg, training.TrainSettings(epochs=1, train_limit=4 * BATCH, **options),
                        data=images, runs_dir=Path(tmp), device=str(dev.type), progress=False, log=lambda *_: None)
         warm = time.perf_counter() - t0
         sync(dev)
         t0 = time.perf_counter()
-        training.train(kind, cfg, training.TrainSettings(epochs=1, seed=1, **options), data=images,
+        training.fit(kind, cfg, training.TrainSettings(epochs=1, seed=1, **options), data=images,
                        runs_dir=Path(tmp), device=str(dev.type), progress=False, log=lambda *_: None)
         sync(dev)
         return images.shape[0] / (time.perf_counter() - t0), warm

@@ -141,14 +141,14 @@ def test_decay_outside_0_1_is_refused_naming_ema_decay(decay):
 def test_engine_resume_mid_run_gives_the_ema_of_an_uninterrupted_run(tmp_path):
     from helpers import config
     from helpers.ddpm import DDPM
-    from helpers.training import ModelKind, TrainSettings, train
+    from helpers.training import ModelKind, TrainSettings, fit
 
     cfg = config.DDPMConfig(T=20, hidden=(4,), batch_size=32, lr=2e-3)
     x = torch.rand(96, 1, 28, 28, generator=torch.Generator().manual_seed(0)) - 0.5
     s = TrainSettings(epochs=3, ema_decay=0.95)
 
     def run(folder, **kw):
-        return train(ModelKind(DDPM), cfg, s, data=x, runs_dir=folder, device="cpu", progress=False,
+        return fit(ModelKind(DDPM), cfg, s, data=x, runs_dir=folder, device="cpu", progress=False,
                      log=lambda *_: None, **kw)
 
     full = run(tmp_path / "a")

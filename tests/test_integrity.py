@@ -11,7 +11,7 @@ import torch
 
 from helpers import config, data, experiments, metrics, store, training
 from helpers.ddpm import DDPM
-from helpers.training import ModelKind, TrainSettings, train
+from helpers.training import ModelKind, TrainSettings, fit
 
 TINY = config.DDPMConfig(T=20, hidden=(4,), batch_size=32, lr=2e-3)
 
@@ -22,7 +22,7 @@ def _blobs(seed=3, n=64):
 
 
 def _train(runs_dir, settings=TrainSettings(epochs=1), x=None, log=lambda *_: None, **kw):
-    return train(ModelKind(DDPM), TINY, settings, label="tiny", data=_blobs() if x is None else x,
+    return fit(ModelKind(DDPM), TINY, settings, label="tiny", data=_blobs() if x is None else x,
                  runs_dir=runs_dir, device="cpu", progress=False, log=log, **kw)
 
 

@@ -17,7 +17,7 @@ import torch
 
 from helpers import config, plotting, store, training
 from helpers.ddpm import DDPM
-from helpers.training import ModelKind, TrainSettings, TrainingDiverged, train
+from helpers.training import ModelKind, TrainSettings, TrainingDiverged, fit
 
 TINY = config.DDPMConfig(T=20, hidden=(4, 8), batch_size=32, lr=2e-3)
 SETTINGS = TrainSettings(epochs=3, sample_epochs=(3,), n_grid=2)
@@ -29,7 +29,7 @@ def _data():
 
 
 def _train(runs_dir, cfg=TINY, settings=SETTINGS, log=lambda *_: None, **kw):
-    return train(ModelKind(DDPM), cfg, settings, label="tiny", data=_data(), runs_dir=runs_dir,
+    return fit(ModelKind(DDPM), cfg, settings, label="tiny", data=_data(), runs_dir=runs_dir,
                  device="cpu", progress=False, log=log, **kw)
 
 

@@ -6,7 +6,7 @@ import torch
 
 from helpers import config, store, training
 from helpers.ddpm import DDPM
-from helpers.training import ModelKind, TrainSettings, TrainingDiverged, train
+from helpers.training import ModelKind, TrainSettings, TrainingDiverged, fit
 
 TINY = config.DDPMConfig(T=50, hidden=(4, 8), batch_size=32, lr=2e-3)
 
@@ -19,7 +19,7 @@ def _data(n=256):
 
 
 def _train(runs_dir, settings, cfg=TINY, kind=ModelKind(DDPM), log=lambda *_: None, **kw):
-    return train(kind, cfg, settings, label="tiny", data=_data(), runs_dir=runs_dir, device="cpu",
+    return fit(kind, cfg, settings, label="tiny", data=_data(), runs_dir=runs_dir, device="cpu",
                  progress=False, log=log, **kw)
 
 
