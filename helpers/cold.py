@@ -87,7 +87,7 @@ def fit_gaussian_mixture(x: torch.Tensor, components: int = PRIOR_COMPONENTS, it
     the mixture's mean and covariance equal the data's (plus `reg` on the diagonal); with K = 1 it is
     the plain Gaussian fit.
     """
-    x = x.detach().double().cpu()
+    x = x.detach().cpu().double()  # on the CPU first: MPS has no float64
     n, d = x.shape
     if not 1 <= components <= n:
         raise ValueError(f"components={components!r} is not allowed; expected 1..{n} (the number of points)")

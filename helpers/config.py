@@ -241,7 +241,7 @@ KIND_PRESETS: dict[str, dict] = {"ddpm": DDPM_PRESETS, "cold": COLD_PRESETS}
 
 
 # --------------------------------------------------------------------------- profiles
-PRECISIONS = ("fp32", "bf16")  # what a run computes in
+PRECISIONS = ("fp32", "bf16", "fp16")  # what a run computes in (fp16 with a gradient scaler)
 PRECISION_CHOICES = ("auto",) + PRECISIONS  # what a profile or a notebook may ask for
 
 

@@ -130,7 +130,7 @@ def ddim_schedule(noising: GaussianNoising, steps: int, eta: float = 0.0,
     # In float64 via log(1 - beta): 1 - a_t / a_prev is tiny near t = 0 and would lose its digits
     # as a difference of float32 products.
     log_a = torch.cat([torch.zeros(1, dtype=torch.float64),
-                       torch.log1p(-noising.beta[1:].double().cpu()).cumsum(0)])
+                       torch.log1p(-noising.beta[1:].cpu().double()).cumsum(0)])
     sigmas = [eta * math.sqrt(-math.expm1(log_a[s].item()) / -math.expm1(log_a[t].item())
                               * -math.expm1(log_a[t].item() - log_a[s].item()))
               for t, s in zip(taus, prev)]
@@ -151,7 +151,7 @@ def sample_ddim(noising: GaussianNoising, eps_model: EpsModel, z: torch.Tensor, 
     """
     taus, sigmas = ddim_schedule(noising, steps, eta, spacing)
     wanted = _kept_steps(keep, noising.T)
-    alpha = noising.alpha.double().cpu()
+    alpha = noising.alpha.cpu().double()  # on the CPU first: MPS has no float64
     states = {}
     if wanted is not None and noising.T in wanted:
         states[noising.T] = z

@@ -18,6 +18,7 @@ from .config import COLD_SCHEDULES as SCHEDULES
 from .config import check_choice, check_int
 
 SIZE = 28  # MNIST rows = columns
+CHECK_EVERY = 256  # degrade calls on an accelerator between two reads of the accumulated range check
 
 
 @runtime_checkable
@@ -31,6 +32,11 @@ class Degradation(Protocol):
 
     def degrade(self, x: torch.Tensor, t: torch.Tensor,
                 generator: torch.Generator | None = None) -> torch.Tensor: ...
+
+
+def _checks_at_once(device: torch.device) -> bool:
+    """Whether a range check on `device` is read at once (on the CPU it costs no synchronisation)."""
+    return device.type == "cpu"
 
 
 def outside_in(n: int) -> list[int]:
@@ -94,6 +100,34 @@ class RowColumnAveraging(nn.Module):
         step[self.order] = torch.arange(1, self.T + 1, device=self.order.device)
         return step.repeat_interleave(self.group)
 
+    def _check_steps(self, t: torch.Tensor) -> None:
+        """Refuse steps outside 0..T. On the CPU at once. On an accelerator, reading the answer back
+        would make the host wait for the device at every call (twice per sampling step), so the answer
+        is accumulated there and read every CHECK_EVERY calls, and by `check_pending()`."""
+        if _checks_at_once(t.device):
+            bad = t[(t < 0) | (t > self.T)]
+            if len(bad):
+                raise ValueError(f"t={sorted(set(bad.tolist()))} is out of range; expected steps in 0..{self.T}")
+            return
+        flag = ((t < 0) | (t > self.T)).any()
+        pending = self.__dict__.get("_pending")
+        if pending is not None and pending.device != flag.device:
+            self.check_pending()
+            pending = None
+        self.__dict__["_pending"] = flag if pending is None else pending | flag
+        calls = self.__dict__.get("_unchecked", 0) + 1
+        self.__dict__["_unchecked"] = calls
+        if calls >= CHECK_EVERY:
+            self.check_pending()
+
+    def check_pending(self) -> None:
+        """Read the range checks accumulated on an accelerator (one host synchronisation)."""
+        pending = self.__dict__.pop("_pending", None)
+        calls = self.__dict__.pop("_unchecked", 0)
+        if pending is not None and bool(pending):
+            raise ValueError(f"a step t outside 0..{self.T} was given in one of the last {calls} calls "
+                             "of degrade on the accelerator")
+
     def degrade(self, x: torch.Tensor, t, generator: torch.Generator | None = None) -> torch.Tensor:
         """D(x, t) for a batch (N, C, 28, 28), one step per image (int tensor (N,), or an int for all).
 
@@ -101,13 +135,14 @@ class RowColumnAveraging(nn.Module):
         """
         self._check_images(x)
         if not torch.is_tensor(t):
+            if not 0 <= int(t) <= self.T:
+                raise ValueError(f"t={[int(t)]} is out of range; expected steps in 0..{self.T}")
             t = torch.full((x.shape[0],), int(t), device=x.device)
-        if t.shape != (x.shape[0],) or t.is_floating_point():
+        elif t.shape != (x.shape[0],) or t.is_floating_point():
             raise ValueError(f"t must be an integer tensor of shape ({x.shape[0]},), one step per "
                              f"image; got {t.dtype} of shape {tuple(t.shape)}")
-        bad = t[(t < 0) | (t > self.T)]
-        if len(bad):
-            raise ValueError(f"t={sorted(set(bad.tolist()))} is out of range; expected steps in 0..{self.T}")
+        else:
+            self._check_steps(t)
         done = self.line_step() <= t[:, None]  # (N, 28): which lines are averaged in each image
         mean = self.means(x).repeat_interleave(self.group, dim=-1)  # (N, C, 28): each line's band mean
         if self.axis == "rows":

@@ -2,7 +2,6 @@
 and score. Display code (tables, figures) lives in helpers/tables.py and helpers/plotting.py."""
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import time
 import types
@@ -181,13 +180,6 @@ def cached_model(kind: str, cfg, profile: str | config.Profile | None, seed: int
 
 
 # --------------------------------------------------------------------------- sampling
-@contextlib.contextmanager
-def _precision(model, precision: str):
-    dev = next(model.parameters()).device
-    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-        yield
-
-
 def generate(model, n: int, seed: int = 0, batch_size: int = 500, progress: bool = True,
              precision: str = "fp32", **sample_kw: Any) -> torch.Tensor:
     """n samples from `model.sample` in batches, from a generator of their own (model range, CPU)."""
@@ -196,7 +188,7 @@ def generate(model, n: int, seed: int = 0, batch_size: int = 500, progress: bool
     dev = next(model.parameters()).device
     gen = torch.Generator(device=dev).manual_seed(seed)
     parts = []
-    with _precision(model, precision):
+    with hardware.autocast(dev.type, precision):
         for start in tqdm(range(0, n, batch_size), desc="generating", unit="batch", disable=not progress,
                           leave=False):
             parts.append(model.sample(min(batch_size, n - start), generator=gen, **sample_kw).float().cpu())

@@ -9,12 +9,14 @@ Each explorer also draws a static matplotlib figure at fixed steps for headless 
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 from typing import Callable, Iterable
 
 import ipywidgets as widgets
 import torch
 
+from . import config
 from .cold import ColdDiffusion
 from .config import ColdConfig
 from .data import to_unit_range
@@ -51,9 +53,16 @@ class Frame:
         return encode_png(pixels[None]).numpy().tobytes()
 
 
+def _inference_view(model: torch.nn.Module) -> torch.nn.Module:
+    """The model to sample from: the caller's own when it is in eval mode (as the engine hands models
+    out), else a copy in eval mode. An explorer never moves, retypes or switches the caller's model."""
+    if not any(m.training for m in model.modules()):
+        return model
+    return copy.deepcopy(model).eval()
+
+
 def _check_step(t, T: int) -> int:
-    if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t <= T:
-        raise ValueError(f"t={t!r} is not allowed; expected an integer step in 0..{T}")
+    config.check_int("t", t, 0, T, allowed=f"an integer step in 0..{T}")
     return t
 
 
@@ -101,7 +110,7 @@ class DegradationExplorer:
         """The trained model of `cfg`, looked up once (a lookup may load a checkpoint)."""
         if cfg not in self._models:
             model = self.find_model(cfg)
-            self._models[cfg] = model.eval() if model is not None else None
+            self._models[cfg] = None if model is None else _inference_view(model)
         return self._models[cfg]
 
     def frame(self, axis: str, group: int, schedule: str, t: int) -> Frame:
@@ -151,14 +160,16 @@ class DDPMExplorer:
     def __init__(self, images: torch.Tensor, model=None, noising=None, seed: int = 0, n: int | None = None):
         if model is None and noising is None:
             raise ValueError("give a trained DDPM `model` or, without one, its `noising` process")
-        self.noising = (model.noising if model is not None else noising).cpu()
+        # A CPU copy of the schedule for the forward rows: the model's own buffers stay where they are
+        # (nn.Module.cpu() moves a module in place, and the sampler below needs them on its device).
+        self.noising = copy.deepcopy(model.noising if model is not None else noising).cpu()
         self.images = images.float().cpu()
         self.eps = torch.randn(self.images.shape, generator=torch.Generator().manual_seed(seed))
         self.trajectory: dict[int, torch.Tensor] | None = None
         if model is not None:
             dev = model.noising.beta.device
-            _, states = model.eval().sample(n or len(images), generator=torch.Generator(dev).manual_seed(seed),
-                                            keep=range(self.T + 1))
+            _, states = _inference_view(model).sample(
+                n or len(images), generator=torch.Generator(dev).manual_seed(seed), keep=range(self.T + 1))
             self.trajectory = {t: z.float().cpu() for t, z in states.items()}
 
     @property

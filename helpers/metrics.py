@@ -268,13 +268,13 @@ def fid_metric(reference: FeatureSet) -> FrechetInceptionDistance:
     """torchmetrics FID holding the reference statistics; reset() keeps them for the next set."""
     m = FrechetInceptionDistance(feature=PrecomputedFeatures(reference.features.shape[1]),
                                  reset_real_features=False)
-    m.update(reference.features.double(), real=True)
+    m.update(reference.features.cpu().double(), real=True)  # statistics in float64, on the CPU
     return m
 
 
 def fid_of(metric: FrechetInceptionDistance, fake: torch.Tensor) -> float:
     metric.reset()
-    metric.update(fake.double(), real=False)
+    metric.update(fake.cpu().double(), real=False)
     return float(metric.compute())
 
 
@@ -295,8 +295,8 @@ def kid(reference: FeatureSet, fake: FeatureSet, subset_size: int = KID_SUBSET_S
     size = max(2, min(subset_size, len(reference) // 2, len(fake) // 2))
     m = _quiet(KernelInceptionDistance, feature=PrecomputedFeatures(reference.features.shape[1]),
                subsets=subsets, subset_size=size)
-    m.update(reference.features.double(), real=True)
-    m.update(fake.features.double(), real=False)
+    m.update(reference.features.cpu().double(), real=True)
+    m.update(fake.features.cpu().double(), real=False)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         mean, std = m.compute()
@@ -312,7 +312,7 @@ def inception_score(logits: torch.Tensor, splits: int = IS_SPLITS, seed: int = 0
         raise ValueError(f"the Inception Score with {splits} splits needs at least {splits} images, "
                          f"got {len(logits)}")
     m = _quiet(InceptionScore, feature=PrecomputedFeatures(logits.shape[1]), splits=splits)
-    m.update(logits.double())
+    m.update(logits.cpu().double())
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         mean, std = m.compute()

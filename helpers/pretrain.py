@@ -5,12 +5,13 @@ notebooks, several at once, so that the notebooks then only load them from the c
     python -m helpers.pretrain --profile NAME --one KIND:PRESET   # one job (the stage's workers)
 
 Each job is a process of its own: on one GPU several share it (the models are small, so one alone
-leaves most of the chip idle); with several GPUs each job is pinned to one, round robin; on a CPU
-the threads are divided between the jobs. A job trains its run through the engine (which locks the
-run folder, so a run is trained once even when a notebook asks for it at the same time), then
+leaves most of the chip idle); with several GPUs each job is pinned to one, round robin; on every
+device the CPU cores are divided between the jobs. A job trains its run through the engine (which
+locks the run folder, so a run is trained once even when a notebook asks for it at the same time), then
 computes the cached results the notebooks will ask for: the final metrics, and the reconstruction
 metrics (cold diffusion) or the DDIM sweep and the EMA's final metrics (the default DDPM). Each job
-prints one JSON line with its timings; `run` collects them.
+writes its output into a log file and ends it with one JSON line of timings; `run` collects them and
+appends each to jobs.jsonl as the job finishes.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 from . import config, study
@@ -67,50 +69,104 @@ def work(kind: str, preset: str, profile: str, seed: int = 0) -> dict:
 
 
 def _env(slot: int, jobs: int, gpus: int) -> dict:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(config.ROOT), os.environ.get("PYTHONPATH")])))
+    """A worker's environment: this checkout first on the path, its GPU when there are several, and
+    its share of the cores on every device (on a GPU machine the workers still compute on the CPU
+    during FID/KID statistics and the prior's fit: 8 workers of 16 threads each on 16 cores would
+    spend their time switching)."""
+    env = dict(os.environ, PYTHONPATH=config.pythonpath_with_root())
+    env["PYTHONUNBUFFERED"] = "1"
     if gpus > 1:
         env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
-    if not gpus:
-        threads = max(1, (os.cpu_count() or 1) // jobs)
-        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     return env
 
 
-def run(profile: str, jobs: int | None = None, runs=STUDY_RUNS, log: Callable[[str], None] = print) -> list[dict]:
+def worker_command(kind: str, preset: str, profile: str) -> list[str]:
+    """The command line of one job (tests replace it with a fake worker)."""
+    return [sys.executable, "-m", "helpers.pretrain", "--profile", profile, "--one", f"{kind}:{preset}"]
+
+
+def log_folder(profile: str) -> Path:
+    """Where the stage writes each worker's output (<kind>-<preset>.log) and the timings of every
+    finished job, one JSON line each as it finishes (jobs.jsonl)."""
+    return config.BUILD_DIR / profile / "pretrain"
+
+
+def _result_of(log_path: Path) -> dict | None:
+    """The last result line a worker wrote into its log, or None."""
+    found = None
+    with open(log_path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if line.startswith(RESULT_PREFIX):
+                found = line[len(RESULT_PREFIX):]
+    return json.loads(found) if found is not None else None
+
+
+def _tail(log_path: Path, chars: int = 1500) -> str:
+    with open(log_path, "rb") as f:
+        f.seek(max(0, log_path.stat().st_size - 4 * chars))
+        return f.read().decode("utf-8", errors="replace").strip()[-chars:]
+
+
+def run(profile: str, jobs: int | None = None, runs=STUDY_RUNS, log: Callable[[str], None] = print,
+        log_dir: Path | None = None) -> list[dict]:
     """Train `runs` of `profile` with `jobs` worker processes (default: `default_jobs()`); return the
-    timings of each job. A failed job raises after the others have finished."""
+    timings of each job. A failed job raises after the others have finished.
+
+    Each worker writes its stdout and stderr into `log_dir/<kind>-<preset>.log` (default
+    `log_folder(profile)`), never into a pipe that nobody reads while it runs (a pipe holds 64 KiB:
+    a worker with more warnings than that would block forever); its result line is read from there
+    once it exits, and appended to `log_dir/jobs.jsonl` at once, so the timings of finished jobs
+    survive a later failure."""
     config.check_choice("profile", profile, config.PROFILES)
     jobs = default_jobs() if jobs is None else jobs
     config.check_int("jobs", jobs, 1, 64)
     gpus = gpu_count()
+    folder = Path(log_dir) if log_dir is not None else log_folder(profile)
+    folder.mkdir(parents=True, exist_ok=True)
+    timings = folder / "jobs.jsonl"
+    timings.write_text("")  # this stage's jobs only
     pending = list(enumerate(runs))
-    running: list[tuple[subprocess.Popen, str, int]] = []
+    running: list[tuple[subprocess.Popen, str, int, Path, float]] = []
     results, failed = [], []
     free_slots = list(range(jobs))
+
+    def record(entry: dict) -> None:
+        with open(timings, "a", encoding="utf-8") as f:
+            f.write(json.dumps(entry) + "\n")
+
     while pending or running:
         while pending and free_slots:
             i, (kind, preset) = pending.pop(0)
             slot = free_slots.pop(0)
-            cmd = [sys.executable, "-m", "helpers.pretrain", "--profile", profile, "--one", f"{kind}:{preset}"]
-            proc = subprocess.Popen(cmd, env=_env(slot, jobs, gpus), cwd=config.ROOT, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True)
-            running.append((proc, f"{kind}:{preset}", slot))
-            log(f"[pretrain] started {kind}:{preset} (slot {slot})")
+            out_path = folder / f"{kind}-{preset}.log"
+            with open(out_path, "wb") as out:
+                proc = subprocess.Popen(worker_command(kind, preset, profile), env=_env(slot, jobs, gpus),
+                                        cwd=config.ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL)
+            running.append((proc, f"{kind}:{preset}", slot, out_path, time.perf_counter()))
+            log(f"[pretrain] started {kind}:{preset} (slot {slot}, output in {out_path})")
         time.sleep(0.2)
         for item in list(running):
-            proc, name, slot = item
+            proc, name, slot, out_path, started = item
             if proc.poll() is None:
                 continue
-            out, err = proc.communicate()
             running.remove(item)
             free_slots.append(slot)
-            lines = [ln for ln in out.splitlines() if ln.startswith(RESULT_PREFIX)]
-            if proc.returncode != 0 or not lines:
-                failed.append(f"{name}: exit {proc.returncode}: {err.strip()[-1500:]}")
-                log(f"[pretrain] {name} failed (exit {proc.returncode})")
+            seconds = round(time.perf_counter() - started, 1)
+            try:
+                result = _result_of(out_path)
+            except ValueError:
+                result = None
+            if proc.returncode != 0 or result is None:
+                failed.append(f"{name}: exit {proc.returncode}: {_tail(out_path)}")
+                record({"job": name, "status": "failed", "exit": proc.returncode, "seconds": seconds,
+                        "log": out_path.name})
+                log(f"[pretrain] {name} failed (exit {proc.returncode}); its output is in {out_path}")
                 continue
-            result = json.loads(lines[-1][len(RESULT_PREFIX):])
             results.append(result)
+            record({"job": name, "status": "ok", "seconds": seconds, **result})
             log(f"[pretrain] {name}: trained in {result['train_seconds']:.1f} s (from cache: {result['cached']}), "
                 f"final samples in {result['sample_seconds']:.1f} s, other results in {result['extra_seconds']:.1f} s")
     if failed:

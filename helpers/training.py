@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from . import config, store
-from .hardware import pick_device
+from .hardware import autocast as hardware_autocast
+from .hardware import configure, grad_scaler, pick_device
 
 CHECKPOINTS_KEPT = 2
 # Runs are keyed by the code of these modules and everything they import from the package.
@@ -88,7 +89,7 @@ class TrainSettings:
     train_limit: int | None = None
     sample_epochs: tuple[int, ...] = ()
     n_grid: int = 16
-    precision: str = "fp32"  # "bf16": autocast to bfloat16 (see helpers.hardware)
+    precision: str = "fp32"  # "bf16" / "fp16": autocast (fp16 with a gradient scaler; helpers.hardware)
     channels_last: bool = False
     eval_epochs: tuple[int, ...] = ()
     eval_key: str = ""  # names what the per-epoch evaluation computes (empty: none)
@@ -409,7 +410,9 @@ def _fit(job: _Job, state: _State, data: torch.Tensor) -> None:
     n = data.shape[0]
     steps = (n + bs - 1) // bs
     sync_every = 1 if dev.type == "cpu" else 50  # how often losses are copied to the host
-    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=settings.precision == "bf16")
+    configure(dev)
+    autocast = hardware_autocast(dev.type, settings.precision)
+    scaler = grad_scaler(dev.type, settings.precision)  # fp16 only; otherwise it passes through
     epochs_bar = tqdm(range(state.epoch + 1, settings.epochs + 1), desc=job.desc, unit="epoch",
                       initial=state.epoch, total=settings.epochs, disable=not job.progress)
     for epoch in epochs_bar:
@@ -427,8 +430,9 @@ def _fit(job: _Job, state: _State, data: torch.Tensor) -> None:
             with autocast:
                 loss = model.loss(x, state.gen)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             if ema is not None:
                 ema.update(model)
             losses[step] = loss.detach()

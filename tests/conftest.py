@@ -13,3 +13,9 @@ def mnist_dir():
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "replica: runs scripts/gpu_replica.sh, the GPU machine's path rehearsed on this CPU "
+        "(minutes; skip with -m 'not replica')")

@@ -164,3 +164,31 @@ def test_engine_resume_mid_run_gives_the_ema_of_an_uninterrupted_run(tmp_path):
     for k, v in full.ema_model.state_dict().items():
         assert torch.equal(v, resumed.ema_model.state_dict()[k]), k
     assert not all(torch.equal(v, full.model.state_dict()[k]) for k, v in full.ema_model.state_dict().items())
+
+
+def test_foreach_update_gives_the_bits_of_the_per_tensor_formula():
+    """The update runs as two foreach calls; on the CPU in fp32 it must equal, bit for bit, the
+    per-tensor shadow.mul_(d).add_(param, alpha=1 - d) it replaced (the study's CPU runs are exact)."""
+    from helpers.config import DDPMConfig
+    from helpers.ddpm import DDPM
+
+    torch.manual_seed(0)
+    model = DDPM(DDPMConfig(T=20, hidden=(8, 16, 8)))
+    ema = EMA(model, 0.999)
+    old = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    averaged = {n for n, p in model.named_parameters() if p.is_floating_point()}
+    gen = torch.Generator().manual_seed(3)
+    for _ in range(25):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn(p.shape, generator=gen) * 1e-2)
+        d = ema.current_decay()
+        for k, v in model.state_dict().items():
+            if k in averaged:
+                old[k].mul_(d).add_(v, alpha=1 - d)
+            else:
+                old[k].copy_(v)
+        ema.update(model)
+    assert ema.updates == 25
+    for k in old:
+        assert old[k].dtype == torch.float32 and torch.equal(ema.shadow[k], old[k]), k
