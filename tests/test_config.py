@@ -42,7 +42,7 @@ def test_unknown_profile_lists_profiles():
 
 @pytest.mark.parametrize("kw, field", [({"epochs": -1}, "epochs"), ({"epochs": 1, "seed": -2}, "seed"),
                                         ({"epochs": 1, "sample_epochs": (0,)}, "sample_epochs"),
-                                        ({"epochs": 1, "precision": "fp16"}, "precision")])
+                                        ({"epochs": 1, "precision": "fp8"}, "precision")])
 def test_bad_train_settings(kw, field):
     with pytest.raises(ValueError, match=f"^{field}="):
         TrainSettings(**kw)

@@ -16,7 +16,7 @@ from helpers import cold, config, experiments, explore, metrics
 from helpers.config import DDPMConfig, cold_preset
 from helpers.ddpm import DDPM
 from helpers.ema import EMA
-from helpers.training import ModelKind, TrainSettings, train
+from helpers.training import ModelKind, TrainSettings, fit
 
 TINY_PROFILE = config.Profile("tiny", epochs=1, train_limit=64, sample_epochs=(), eval_epochs=(),
                               eval_samples=10, final_samples=20, inception_samples=0, variant_epochs=1,
@@ -35,9 +35,9 @@ def runs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("runs")
     x = images(64)
     quiet = dict(runs_dir=folder, device="cpu", progress=False, log=lambda *_: None, data=x)
-    ddpm = train(ModelKind(DDPM), DDPMConfig(T=20, hidden=(4,), batch_size=32),
+    ddpm = fit(ModelKind(DDPM), DDPMConfig(T=20, hidden=(4,), batch_size=32),
                  TrainSettings(epochs=1, ema_decay=0.9), **quiet)
-    cold_run = train(experiments.KINDS["cold"].engine_kind(), cold_preset("columns", hidden=(4,), batch_size=32),
+    cold_run = fit(experiments.KINDS["cold"], cold_preset("columns", hidden=(4,), batch_size=32),
                      TrainSettings(epochs=1), **quiet)
     return {"ddpm": ddpm, "cold": cold_run}
 
