@@ -13,6 +13,7 @@ undefined key stops pdflatex with an error naming it, and `build` turns that int
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import re
@@ -23,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import config, results, store, study
+from . import config, results, store, study, tables
 from .tables import decimals, escape, integer, percent
 
 DEBIAN_PACKAGES = "latexmk texlive-latex-recommended texlive-fonts-recommended lmodern"
@@ -57,39 +58,13 @@ class ReportError(RuntimeError):
     """The report cannot be generated or built; the message says what is missing or wrong."""
 
 
-def fmt(name: str, value: Any) -> str:
-    """The LaTeX text of one result value, by the name of its field (see tables.fmt)."""
-    from .tables import fmt as _fmt
-
-    return _fmt(name, value, tex=True)
-
-
-def pm(name: str, value: Any, se: Any) -> str:
-    from .tables import pm as _pm
-
-    return _pm(name, value, se, tex=True)
+# The LaTeX text of a result value (and of value ± error), by the name of its field.
+fmt = functools.partial(tables.fmt, tex=True)
+pm = functools.partial(tables.pm, tex=True)
 
 
 def slug(name: Any) -> str:
     return str(name).replace("_", "-").lower()
-
-
-def load_results(profile: str, results_dir: Path | None = None) -> dict[str, dict]:
-    """Every results file of a profile through results.load (the pipeline record is optional)."""
-    out, missing = {}, []
-    for name in results.RECORDS:
-        try:
-            out[name] = results.load(profile, name, results_dir)
-        except FileNotFoundError:
-            missing += [name] if name in results.NOTEBOOKS else []
-        except store.CorruptFile as exc:
-            raise ReportError(str(exc)) from exc
-    if missing:
-        folder = Path(results_dir) if results_dir else results.results_dir()
-        raise ReportError(f"no results for notebook(s) {', '.join(missing)} of profile {profile!r} in "
-                          f"{folder / profile}: run ./run_all.sh --profile {profile} (or those notebooks) "
-                          "first")
-    return out
 
 
 # --------------------------------------------------------------------------- values
@@ -455,8 +430,10 @@ def generated_dir(profile: str, out_dir: Path | None = None) -> Path:
 def generate(profile: str, results_dir: Path | None = None, plots_dir: Path | None = None,
              out_dir: Path | None = None) -> Path:
     """Write <out>/generated/report-results.tex (and keys.txt, one key per line); return the .tex."""
-    results.path(profile, "01_ddpm")  # validates the profile name
-    src = load_results(profile, results_dir)
+    try:
+        src = results.load_all(profile, results_dir)
+    except (FileNotFoundError, store.CorruptFile) as exc:
+        raise ReportError(str(exc)) from exc
     plots = Path(plots_dir) if plots_dir else Path(os.environ.get("DIFFUSION_PLOTS_DIR") or config.PLOTS_DIR)
     plots = (plots / profile).resolve()
     if " " in plots.as_posix() or "%" in plots.as_posix():

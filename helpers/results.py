@@ -113,6 +113,22 @@ def load(profile: str, notebook: str, folder: Path | None = None) -> dict:
         raise store.CorruptFile(f"{p} is not valid JSON ({exc})") from exc
 
 
+def load_all(profile: str, folder: Path | None = None) -> dict[str, dict]:
+    """Every results file of a profile (the pipeline record is optional); FileNotFoundError names the
+    notebooks whose file is missing."""
+    out, missing = {}, []
+    for name in RECORDS:
+        try:
+            out[name] = load(profile, name, folder)
+        except FileNotFoundError:
+            missing += [name] if name in NOTEBOOKS else []
+    if missing:
+        where = (Path(folder) if folder else results_dir()) / profile
+        raise FileNotFoundError(f"no results for notebook(s) {', '.join(missing)} of profile {profile!r} in "
+                                f"{where}: run ./run_all.sh --profile {profile} (or those notebooks) first")
+    return out
+
+
 def run_summary(run) -> dict:
     """The RUN block of a results file for a `helpers.training.Run`: identity, losses, timings and the
     per-epoch FID / KID / IS measured during training (keys are epochs as strings, as JSON has them)."""
