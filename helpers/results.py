@@ -1,9 +1,10 @@
 """Results files: the numbers each notebook shows, as plain JSON under results/<profile>/<notebook>.json.
 
 Run folders hold the cache (hash-named, verified); these files are the interface to the report
-(`helpers.report`), so their layout is fixed: see `NOTEBOOKS` and `run_summary` for the blocks, and
-report/README.md for the whole schema. They are written atomically, and non-finite numbers become
-`null`, so any JSON reader (not only Python's) can read them.
+(`helpers.report`), so every notebook writes the same shape, built here (`notebook_block`,
+`model_block`, `run_summary`; report/README.md describes it). They are written atomically, and
+non-finite numbers become `null`, so any JSON reader (not only Python's) can read them. `load` is the
+one reader: a field that a file lacks raises `MissingField` naming the file and the field.
 """
 from __future__ import annotations
 
@@ -74,16 +75,58 @@ def save(profile: str, notebook: str, data: dict) -> Path:
     return store.write_json(path(profile, notebook), plain)
 
 
-def load(profile: str, notebook: str) -> dict:
-    """The results file of one notebook; FileNotFoundError names the notebook that writes it."""
-    p = path(profile, notebook)
+class MissingField(LookupError):
+    """A results file lacks a field that its reader needs."""
+
+
+class Node(dict):
+    """A dict of a results file whose missing fields raise MissingField naming the file and the field
+    (`.get` still answers None for the optional ones)."""
+
+    where = ""
+
+    def __missing__(self, key):
+        raise MissingField(f"{self.where} has no field {key!r} (rerun the notebook that writes this file)")
+
+
+def _nodes(obj: Any, where: str) -> Any:
+    if isinstance(obj, dict):
+        node = Node({k: _nodes(v, f"{where}.{k}") for k, v in obj.items()})
+        node.where = where
+        return node
+    if isinstance(obj, list):
+        return [_nodes(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+    return obj
+
+
+def load(profile: str, notebook: str, folder: Path | None = None) -> dict:
+    """The results file of one notebook (under `folder`/<profile>/, default `results_dir()`), as Nodes;
+    FileNotFoundError names the notebook that writes it, CorruptFile a file that is not JSON."""
+    _check(profile, notebook)
+    p = Path(folder) / profile / f"{notebook}.json" if folder else path(profile, notebook)
     if not p.is_file():
         what = "helpers.pipeline" if notebook == "pipeline" else f"notebooks/{notebook}.ipynb"
         raise FileNotFoundError(f"{p} does not exist: run {what} with profile={profile!r} first")
     try:
-        return json.loads(p.read_text())
+        return _nodes(store.loads(p.read_text()), str(p))
     except ValueError as exc:
         raise store.CorruptFile(f"{p} is not valid JSON ({exc})") from exc
+
+
+def load_all(profile: str, folder: Path | None = None) -> dict[str, dict]:
+    """Every results file of a profile (the pipeline record is optional); FileNotFoundError names the
+    notebooks whose file is missing."""
+    out, missing = {}, []
+    for name in RECORDS:
+        try:
+            out[name] = load(profile, name, folder)
+        except FileNotFoundError:
+            missing += [name] if name in NOTEBOOKS else []
+    if missing:
+        where = (Path(folder) if folder else results_dir()) / profile
+        raise FileNotFoundError(f"no results for notebook(s) {', '.join(missing)} of profile {profile!r} in "
+                                f"{where}: run ./run_all.sh --profile {profile} (or those notebooks) first")
+    return out
 
 
 def run_summary(run) -> dict:
@@ -115,3 +158,13 @@ def model_block(cfg, run, final: dict, **extra: Any) -> dict:
     """The block of one model in a results file: its resolved configuration, its run summary, its
     final metrics, and any further named results (for example `reconstruction=`)."""
     return {"config": dataclasses.asdict(cfg), "run": run_summary(run), "final": final, **extra}
+
+
+def notebook_block(params: dict, real: dict, real_per_epoch: dict, models: dict[str, dict],
+                   **extra: Any) -> dict:
+    """What every notebook saves, in one shape: the parameters it ran with (they name the roles of its
+    models: `preset`, `baseline`, `cold_preset`), the real-data rows at the final and the per-epoch
+    sample sizes, its models by preset name (each a `model_block`), and any further named results
+    (for example `ddim=`, `ema=`)."""
+    return {"params": dict(params), "real": real, "real_per_epoch": real_per_epoch, "models": dict(models),
+            **extra}

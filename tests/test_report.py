@@ -109,23 +109,25 @@ def fixture_data(profile: str = PROFILE) -> dict[str, dict]:
                           "fid_classifier_se": 0.5, "is_classifier_mean": 7.3,
                           "seconds_per_sample": 0.212 * steps / 1000, "speedup": 1000 / steps})
     last = str(prof.epochs)
-    return {
-        "01_ddpm": {**common, "preset": "default", "overrides": {}, **default},
-        "02_hyperparams": {**common, "baseline": "default", "preset": "testing",
-                           "models": {"default": default, "testing": testing},
-                           "ddim": {"preset": "default", "n": getattr(prof, "ddim_samples", 200),
-                                    "rows": ddim_rows},
-                           "ema": {"preset": "default", "decay": 0.999,
-                                   "per_epoch": {last: {"raw": {"fid_classifier": 30.1},
-                                                        "ema": {"fid_classifier": 25.0}}},
-                                   "final": {"raw": default["final"],
-                                             "ema": final_block(prof, 22.05, 0.38, 7.71, 0.05, UNIFORM,
-                                                                inception=55.3)}}},
-        "03_cold_diffusion": {**common, "main": "columns", "models": cold},
-        "04_comparison": {**common, "ddpm_preset": "default", "cold_preset": "columns",
-                          "models": {"ddpm": {"final": default["final"]},
-                                     "cold": {"final": cold["columns"]["final"]}},
-                          "reconstruction": cold["columns"]["reconstruction"]},
+    run = {"profile": profile, "seed": 0, "device": "auto", "precision": "profile"}
+    variants = [v for v in config.COLD_PRESETS if v != "columns"]
+    return {  # helpers.results.notebook_block's shape, as each notebook calls it
+        "01_ddpm": results.notebook_block({**run, "preset": "default", "overrides": {}}, **common,
+                                          models={"default": default}),
+        "02_hyperparams": results.notebook_block(
+            {**run, "preset": "testing", "baseline": "default", "overrides": {}}, **common,
+            models={"default": default, "testing": testing},
+            ddim={"preset": "default", "n": getattr(prof, "ddim_samples", 200), "rows": ddim_rows},
+            ema={"preset": "default", "decay": 0.999,
+                 "per_epoch": {last: {"raw": {"fid_classifier": 30.1}, "ema": {"fid_classifier": 25.0}}},
+                 "final": {"raw": default["final"],
+                           "ema": final_block(prof, 22.05, 0.38, 7.71, 0.05, UNIFORM, inception=55.3)}}),
+        "03_cold_diffusion": results.notebook_block(
+            {**run, "cold_preset": "columns", "cold_variants": variants, "overrides": {}}, **common,
+            models=cold),
+        "04_comparison": results.notebook_block(
+            {**run, "preset": "default", "cold_preset": "columns"}, **common,
+            models={"default": default, "columns": cold["columns"]}),
         "pipeline": {"started": "2026-11-29T01:00:00+00:00", "finished": "2026-11-29T02:58:31+00:00",
                      "wall_seconds": 7111.4,
                      "notebooks": {n: {"seconds": 1500.0 + i, "status": "ok"}
@@ -197,6 +199,21 @@ def keys_of(out: Path) -> set[str]:
     return set((out / "generated" / report.KEYS_FILE).read_text().split())
 
 
+def generated(out: Path) -> dict[str, str]:
+    return dict(re.findall(r"\\resdef\{([^}]*)\}\{(.*)\}$", (out / "generated" / report.GENERATED).read_text(),
+                           re.M))
+
+
+def pdf_text(pdf: Path, layout: bool = False) -> str:
+    """The PDF's text as one line: words broken across lines joined, runs of white space one space
+    (`layout`: table rows kept together, as pdftotext -layout reads them)."""
+    text = subprocess.run(["pdftotext", *(["-layout"] if layout else []), str(pdf), "-"], capture_output=True,
+                          text=True, check=True).stdout
+    for lig, plain in (("\ufb01", "fi"), ("\ufb02", "fl"), ("\ufb00", "ff"), ("\ufb03", "ffi"), ("\u2019", "'")):
+        text = text.replace(lig, plain)
+    return " ".join(re.sub(r"(\w)-\n(\w)", r"\1\2", text).split())
+
+
 # --------------------------------------------------------------------------- results files
 def test_results_save_load_roundtrip_plain_json(tmp_path, monkeypatch):
     monkeypatch.setenv("DIFFUSION_RESULTS_DIR", str(tmp_path))
@@ -247,6 +264,30 @@ def test_run_summary_from_a_run(tmp_path):
 
 
 # --------------------------------------------------------------------------- formatting and claims
+def test_one_formatter_for_the_report_and_the_notebook_tables():
+    from helpers import tables
+
+    assert report.fmt is not tables.fmt and report.fmt("fid_classifier", 27.344) == tables.fmt("fid_classifier", 27.344)
+    assert tables.fmt("fid_inception", 123.456, tex=False) == "123.5"
+    assert tables.fmt("n", 10000, tex=False) == "10,000"
+    assert tables.fmt("lr", 2e-4, tex=False) == "2e-4"
+    assert tables.fmt("wall_seconds", 7111.4, tex=False) == "1 h 58 min"
+    assert tables.fmt("top_class_share", 0.301, tex=False) == "30.1 %"
+    assert tables.fmt("fid_classifier", -1.5, tex=False) == "-1.50"
+    assert tables.pm("fid_classifier", 27.344, 0.4123, tex=False) == "27.34 ± 0.41"
+    assert tables.pm("fid_classifier", 123.44, 1.234, tex=False) == "123.4 ± 1.2"
+    frame = tables.metrics_table({"m": final_block(config.PROFILES[PROFILE], 127.3, 1.21, 7.48, 0.05, UNIFORM,
+                                                   inception=61.7)})
+    assert frame.loc["m", "FID (MNIST classifier)"] == "127.3 ± 1.2"
+    assert frame.loc["m", "top class share"] == "10.0 %"
+
+
+def test_notebook_block_has_one_shape():
+    block = results.notebook_block({"preset": "default"}, {"n": 1}, {"n": 2}, {"default": {}}, ddim={})
+    assert block == {"params": {"preset": "default"}, "real": {"n": 1}, "real_per_epoch": {"n": 2},
+                     "models": {"default": {}}, "ddim": {}}
+
+
 def test_number_formats():
     assert report.fmt("fid_classifier", 27.344) == "27.34"
     assert report.fmt("fid_inception", 123.456) == "123.5"
@@ -279,25 +320,28 @@ def test_favoured_digits_against_real_shares():
 def test_claims_flip_when_the_numbers_are_swapped(fixture_dirs):
     res, plots, out, data = (fixture_dirs[k] for k in ("results", "plots", "out", "data"))
     report.generate(PROFILE, res, plots, out)
-    text = (out / "generated" / report.GENERATED).read_text()
-    defs = dict(re.findall(r"\\resdef\{([^}]*)\}\{(.*)\}$", text, re.M))
-    assert defs["claim/second-set-fid"].startswith("The second set ends with a higher FID (45.12")
-    assert defs["claim/alg2-vs-alg1"].startswith("Algorithm 2 reconstructs better than Algorithm 1")
-    assert "favours digits 1 and 7" in defs["claim/cold-favours"]
+    defs = generated(out)
+    assert defs["claim/second-set-fid"] == "higher" and defs["02-hyperparams/second/final/fid-classifier-pm"].startswith("45.12")
+    assert defs["claim/alg2-vs-alg1"] == "better"
+    assert defs["favours/cold/count"] == "2" and (defs["favours/cold/0/digit"], defs["favours/cold/1/digit"]) == ("1", "7")
 
     swapped = copy.deepcopy(data)
     m = swapped["02_hyperparams"]["models"]
     m["default"]["final"], m["testing"]["final"] = m["testing"]["final"], m["default"]["final"]
-    rec = swapped["04_comparison"]["reconstruction"]
+    rec = swapped["04_comparison"]["models"]["columns"]["reconstruction"]
     rec["algorithm1"], rec["algorithm2"] = rec["algorithm2"], rec["algorithm1"]
-    swapped["04_comparison"]["models"]["cold"]["final"]["class_counts"] = UNIFORM
+    swapped["04_comparison"]["models"]["columns"]["final"]["class_counts"] = UNIFORM
     write_fixture(res, plots, data=swapped)
     report.generate(PROFILE, res, plots, out)
-    defs = dict(re.findall(r"\\resdef\{([^}]*)\}\{(.*)\}$",
-                           (out / "generated" / report.GENERATED).read_text(), re.M))
-    assert defs["claim/second-set-fid"].startswith("The second set ends with a lower FID (27.34")
-    assert defs["claim/alg2-vs-alg1"].startswith("Algorithm 2 reconstructs worse than Algorithm 1")
-    assert "over-represents no digit" in defs["claim/cold-favours"]
+    defs = generated(out)
+    assert defs["claim/second-set-fid"] == "lower" and defs["02-hyperparams/second/final/fid-classifier-pm"].startswith("27.34")
+    assert defs["claim/alg2-vs-alg1"] == "worse"
+    assert defs["favours/cold/count"] == "0"
+    if shutil.which("latexmk") and shutil.which("pdftotext"):  # the same decisions, as the PDF words them
+        text = pdf_text(report.build(PROFILE, res, plots, out))
+        assert "The second set ends with a lower FID (27.34 ± 0.41) than the first (45.12 ± 0.52)" in text
+        assert "Algorithm 2 reconstructs worse than Algorithm 1 (RMSE 0.1912 against 0.1651" in text
+        assert "(unconditional) over-represents no digit" in text
 
     # within the error: not resolved, whichever way round
     close = copy.deepcopy(data)
@@ -305,7 +349,7 @@ def test_claims_flip_when_the_numbers_are_swapped(fixture_dirs):
     m["testing"]["final"]["fid_classifier"] = m["default"]["final"]["fid_classifier"] + 0.5
     write_fixture(res, plots, data=close)
     report.generate(PROFILE, res, plots, out)
-    assert "does not resolve" in (out / "generated" / report.GENERATED).read_text()
+    assert generated(out)["claim/second-set-fid"] == "unresolved"
 
 
 def test_generate_names_missing_file_field_and_figure(fixture_dirs):
@@ -314,10 +358,10 @@ def test_generate_names_missing_file_field_and_figure(fixture_dirs):
     with pytest.raises(report.ReportError, match="04_comparison"):
         report.generate(PROFILE, res, plots, out)
     write_fixture(res, plots)
-    d = json.loads((res / PROFILE / "03_cold_diffusion.json").read_text())
+    d = json.loads((res / PROFILE / "04_comparison.json").read_text())
     del d["models"]["columns"]["reconstruction"]
-    (res / PROFILE / "03_cold_diffusion.json").write_text(json.dumps(d))
-    with pytest.raises(report.ReportError, match="reconstruction"):
+    (res / PROFILE / "04_comparison.json").write_text(json.dumps(d))
+    with pytest.raises(report.ReportError, match=r"04_comparison.json.models.columns has no field 'reconstruction'"):
         report.generate(PROFILE, res, plots, out)
     write_fixture(res, plots)
     (plots / PROFILE / "fig1_9_fid_sets.png").unlink()
@@ -333,11 +377,12 @@ def test_cli_refuses_unknown_profile(capsys):
 
 # --------------------------------------------------------------------------- the PDF
 def source_keys() -> tuple[set[str], set[str], set[str]]:
-    """(\\res keys, \\resfig keys, \\input files) named by the report's sources."""
+    """(\\res / \\resif / \\ifres keys, \\resfig keys, \\input files) that the report's sources spell
+    out in full (keys built from a macro's argument, #1/..., are left to the build)."""
     text = "".join(p.read_text() for p in sorted(report.SOURCE_DIR.glob("*.tex")))
     text = re.sub(r"(?<!\\)%.*", "", text)
-    return (set(re.findall(r"\\res\{([^}]+)\}", text)) | set(re.findall(r"\\ifres\{([^}]+)\}", text)),
-            set(re.findall(r"\\resfig(?:\[[^]]*\])?\{([^}]+)\}", text)),
+    keys = set(re.findall(r"\\(?:res|resif|ifres)\{([^}#\\]+)\}", text))
+    return ({k for k in keys if k != "key"}, set(re.findall(r"\\resfig(?:\[[^]]*\])?\{([^}#\\]+)\}", text)) - {"key"},
             set(re.findall(r"\\input\{([^}]+)\}", text)))
 
 
@@ -359,23 +404,31 @@ def test_report_builds_from_the_fixture(fixture_dirs):
     assert used and figs and inputs
     optional = {k for k in used if k.startswith("has/")}
     assert used - optional <= keys, sorted(used - optional - keys)
-    generated = (out / "generated" / report.GENERATED).read_text()
-    for key in figs:
-        name = re.search(r"\\resdef\{figure/" + re.escape(key) + r"\}\{([^}]*)\}", generated).group(1)
+    defs = generated(out)
+    assert {f"figure/{key}" for key in figs} <= set(defs)
+    figures = {k: v for k, v in defs.items() if k.startswith("figure/")}
+    assert figures["figure/variant/rows7"] == "figA_reconstructions_rows7" and len(figures) == len(FIGURES)
+    for name in figures.values():
         assert (plots / PROFILE / f"{name}.png").is_file(), name
     for name in inputs:
         assert any((d / f"{name.removesuffix('.tex')}.tex").is_file()
                    for d in (report.SOURCE_DIR, out / "generated")), name
-    for name in re.findall(r"\\includegraphics(?:\[[^]]*\])?\{([^}]+)\}", generated):
-        assert (plots / PROFILE / f"{name}.png").is_file(), name
 
     text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True,
                           check=True).stdout
-    final = data["01_ddpm"]["final"]
+    final = data["01_ddpm"]["models"]["default"]["final"]
     assert report.fmt("fid_classifier", final["fid_classifier"]) == "27.34"
     assert "27.34 ± 0.41" in text  # the default DDPM's final FID with its error, as in the file
     assert "9c66354abcde" in text and "clean tree" in text  # the stamp
     assert "DDIM" in text  # the appendix beyond the seed exists when its results do
+    # the sentences the verdicts choose
+    text = pdf_text(pdf)
+    assert "The second set ends with a higher FID (45.12 ± 0.52) than the first (27.34 ± 0.41)" in text
+    assert "Algorithm 2 reconstructs better than Algorithm 1 (RMSE 0.1651 against 0.1912" in text
+    assert "Column averaging (unconditional) favours digits 1 and 7 (share among 200 samples" in text
+    assert "the epoch mean falls from 0.0398 in the first epoch to 0.0361 in epoch 2" in text
+    assert "The FID (MNIST classifier) fell from 38.50 at epoch 1 to 30.10 at epoch 2." in text
+    assert "This report comes from the quick profile: models trained for 2 epochs on the first" in text
 
 
 def test_a_removed_result_stops_the_build_naming_it(fixture_dirs):
@@ -384,16 +437,16 @@ def test_a_removed_result_stops_the_build_naming_it(fixture_dirs):
     path = res / PROFILE / "01_ddpm.json"
     original = json.loads(path.read_text())
     d = copy.deepcopy(original)
-    del d["final"]["clipped_share"]  # read only by the text, through \res: LaTeX must stop on it
+    del d["models"]["default"]["final"]["clipped_share"]  # read only by the text, through \res: LaTeX must stop on it
     path.write_text(json.dumps(d))
-    with pytest.raises(report.ReportError, match=r"'01-ddpm/final/clipped-share' is not defined"):
+    with pytest.raises(report.ReportError, match=r"'01-ddpm/model/final/clipped-share' is not defined"):
         report.build(PROFILE, res, plots, out)
     assert not (out / "report.pdf").exists()
 
     d = copy.deepcopy(original)
-    del d["final"]["is_splits"]  # read while generating: stops before LaTeX, naming file and field
+    del d["models"]["default"]["final"]["is_splits"]  # read while generating: stops before LaTeX, naming it
     path.write_text(json.dumps(d))
-    with pytest.raises(report.ReportError, match=r"01_ddpm.json.final has no field 'is_splits'"):
+    with pytest.raises(report.ReportError, match=r"01_ddpm.json.models.default.final has no field 'is_splits'"):
         report.generate(PROFILE, res, plots, out)
 
 
@@ -404,23 +457,36 @@ def test_smoke_profile_is_phrased_around_what_it_measured(tmp_path):
     del data["02_hyperparams"]["ddim"], data["02_hyperparams"]["ema"], data["pipeline"]
     write_fixture(res, plots, "smoke", data)
     report.generate("smoke", res, plots, out)
-    defs = dict(re.findall(r"\\resdef\{([^}]*)\}\{(.*)\}$",
-                           (out / "generated" / report.GENERATED).read_text(), re.M))
-    assert defs["claim/ddpm-fid-trend"].startswith("The FID (MNIST classifier) was measured at epoch 1 only")
-    assert defs["claim/ddpm-inception"] == "The FID with Inception-v3 features is not computed in this profile."
-    assert defs["stamp/inception-n"] == "not computed in this profile"
-    assert defs["profile/caveat"].startswith(r"This report comes from the \texttt{smoke} profile")
-    assert "not claimed here" in defs["profile/caveat"]
-    assert defs["01-ddpm/final/n"] == report.integer(config.PROFILES["smoke"].final_samples)
+    defs = generated(out)
+    assert defs["trend/ddpm-fid/verdict"] == "single" and defs["trend/ddpm-fid/last-epoch"] == "1"
+    assert defs["eval/inception"] == "not-computed"
+    assert defs["profile/name"] == "smoke"
+    assert defs["01-ddpm/model/final/n"] == report.integer(config.PROFILES["smoke"].final_samples)
     # without DDIM / EMA results the appendix beyond the seed is left out (\ifres{has/beyond})
-    assert not any(k.startswith(("has/", "table/ddim", "claim/ema")) for k in defs)
+    assert not any(k.startswith(("has/", "claim/ddim", "claim/ema")) for k in defs)
     # without a pipeline record the stamp says so instead of inventing a date or wall time
-    assert defs["stamp/wall"] == "not recorded (no pipeline record)"
-    assert "no pipeline record" in defs["stamp/commit"]
+    assert defs["stamp/pipeline"] == "missing" and "stamp/wall" not in defs and "stamp/date" not in defs
+    if not (shutil.which("latexmk") and shutil.which("pdftotext")):
+        return
+    pdf = report.build("smoke", res, plots, out)
+    text, rows = pdf_text(pdf), pdf_text(pdf, layout=True)  # the same decisions, as the PDF words them
+    assert "The FID (MNIST classifier) was measured at epoch 1 only" in text
+    assert "The FID with Inception-v3 features is not computed in this profile." in text
+    assert "This report comes from the smoke profile" in text and "is not claimed here" in text
+    assert "Beyond the draft" not in text
+    assert "FID (Inception-v3) not computed in this profile" in rows
+    assert "Run finished not recorded (no pipeline record)" in rows
+    assert "Wall time of the run not recorded (no pipeline record)" in rows
+    assert "read when the report was built: no pipeline record" in text
+    assert rows.count("not recorded (no pipeline record)") == 3  # and the notebooks' times
 
 
-def test_loss_sentence_follows_the_numbers():
-    assert "only epoch is 0.5000" in report.loss_sentence({"epoch_loss": [0.5]})
-    assert report.loss_sentence({"epoch_loss": [0.2, 0.1]}).startswith("the epoch mean falls from 0.2000")
-    assert "rises" in report.loss_sentence({"epoch_loss": [0.1, 0.2, 0.3]})
-    assert "in epoch 3" in report.loss_sentence({"epoch_loss": [0.1, 0.2, 0.3]})
+def test_loss_verdict_follows_the_numbers():
+    one = report.loss_trend({"epoch_loss": [0.5]})
+    assert one["verdict"] == "single" and one["last"] == "0.5000"
+    falls = report.loss_trend({"epoch_loss": [0.2, 0.1]})
+    assert falls["verdict"] == "falls" and falls["first"] == "0.2000" and falls["last"] == "0.1000"
+    rises = report.loss_trend({"epoch_loss": [0.1, 0.2, 0.3]})
+    assert rises["verdict"] == "rises" and rises["epochs"] == "3"
+    assert report.loss_trend({"epoch_loss": [0.1, 0.1]})["verdict"] == "stays"
+    assert report.loss_trend({"epoch_loss": []})["verdict"] == "none"
