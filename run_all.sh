@@ -88,7 +88,18 @@ setup_env() {
   PY="$venv/bin/python"
 }
 
+# JupyterLab in this project's environment: no pop-up asking to fetch Jupyter news (it would cover the
+# output and, offline, can only fail) and no update check; the user's own settings still win.
+lab_overrides() {
+  local dir; dir="$("$PY" -c 'import sys; print(sys.prefix)')/share/jupyter/lab/settings"
+  [ "$dir" = "$ROOT/.venv/share/jupyter/lab/settings" ] || return 0
+  mkdir -p "$dir" && cat > "$dir/overrides.json" <<'JSON'
+{"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": false}}
+JSON
+}
+
 setup_env
+lab_overrides
 export PYTHONUNBUFFERED=1
 if [ "$MODE" = test ]; then
   say "running the test suite with $PY"

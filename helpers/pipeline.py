@@ -31,6 +31,12 @@ from . import config
 REPORT = "report"  # the name `--only` gives the report
 
 
+# Kernel and client talk over local TCP; with "auto" the kernel manager gives them CurveZMQ keys (the
+# python3 kernelspec supports them), so the traffic is encrypted and ipykernel no longer warns about it
+# once per notebook.
+KERNEL_CONFIG = {"KernelManager": {"transport_encryption": "auto"}}
+
+
 class PipelineError(RuntimeError):
     """A stage could not run; the message says why."""
 
@@ -166,6 +172,7 @@ def remove_stale_temporaries(profile: str) -> None:
 def execute(book: Path, params: dict, out_dir: Path) -> Path:
     """Run `book` into out_dir/<name> (atomically); on failure keep the executed copy in out_dir/failed/."""
     import papermill
+    from traitlets.config import Config
 
     from . import store
 
@@ -173,7 +180,7 @@ def execute(book: Path, params: dict, out_dir: Path) -> Path:
     with store.atomic_path(out) as tmp:
         try:
             papermill.execute_notebook(str(book), str(tmp), parameters=params, cwd=str(book.parent),
-                                       kernel_name="python3", progress_bar=False)
+                                       kernel_name="python3", progress_bar=False, config=Config(KERNEL_CONFIG))
         except Exception as exc:
             where = "its kernel stopped"
             if isinstance(exc, papermill.PapermillExecutionError):
