@@ -490,3 +490,22 @@ def test_loss_verdict_follows_the_numbers():
     assert rises["verdict"] == "rises" and rises["epochs"] == "3"
     assert report.loss_trend({"epoch_loss": [0.1, 0.1]})["verdict"] == "stays"
     assert report.loss_trend({"epoch_loss": []})["verdict"] == "none"
+
+
+def test_report_builds_from_a_checkout_whose_path_has_spaces_brackets_and_accents(tmp_path, monkeypatch):
+    """Sources, results, figures and output all under 'my study [v2]/Übung ñ', reached through a
+    symlinked folder as a symlinked home would be: LaTeX sees none of these names."""
+    tex_tools()
+    odd = tmp_path / "my study [v2]" / "Übung ñ"
+    odd.mkdir(parents=True)
+    home = tmp_path / "home-link"
+    home.symlink_to(odd, target_is_directory=True)
+    src = home / "report"
+    shutil.copytree(config.REPORT_DIR, src, ignore=shutil.ignore_patterns("quick", "smoke", "full"))
+    monkeypatch.setattr(report, "SOURCE_DIR", src)
+    res, plots = home / "results", home / "Plots"
+    write_fixture(res, plots)
+    pdf = report.build(PROFILE, res, plots)
+    assert pdf == (src / PROFILE / "report.pdf").resolve() and pdf.stat().st_size > 10_000
+    text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    assert "cold diffusion" in text.lower()
