@@ -136,8 +136,9 @@ def _notebook(path: Path, *cells: str, parameters: str = "profile = None\nseed =
 @pytest.fixture
 def repo(tmp_path):
     """A copy of the package whose notebooks are a probe, one that raises in its third cell and one
-    that takes a preset with overrides."""
-    repo = _copy_package(tmp_path / "repo")
+    that takes a preset with overrides; kept where users keep files: under a path with spaces,
+    brackets and accents."""
+    repo = _copy_package(tmp_path / "my study [v2]" / "Übung ñ" / "repo")
     (repo / "notebooks").mkdir()
     _notebook(repo / "notebooks" / "01_probe.ipynb",
               "import os, helpers\nprint('helpers:', helpers.__file__)\n"
