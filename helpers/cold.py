@@ -17,7 +17,7 @@ from torch import nn
 
 from .config import ColdConfig, check_choice, check_int
 from .degradations import Degradation, RowColumnAveraging
-from .models import CNN
+from .models import network
 
 METHODS = ("direct", "algorithm1", "algorithm2")
 # The unconditional prior over the T band means of D(x, T): a 10-component full-covariance mixture.
@@ -119,7 +119,7 @@ class ColdDiffusion(nn.Module):
     def __init__(self, cfg: ColdConfig, prior_components: int = PRIOR_COMPONENTS):
         super().__init__()
         self.cfg = cfg
-        self.net = CNN(cfg.hidden, cfg.activation)
+        self.net = network(cfg)
         self.degradation = RowColumnAveraging(cfg.axis, cfg.group, cfg.schedule, cfg.schedule_seed)
         K, d = prior_components, self.degradation.T
         self.register_buffer("prior_weight", torch.zeros(K))  # all zero until fit_prior

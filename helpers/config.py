@@ -16,6 +16,11 @@ from typing import Any
 # Activation functions the CNN accepts (names of torch.nn classes). This module imports only the
 # standard library, so run_all.sh can validate its arguments before any environment exists.
 ACTIVATIONS = ("GELU", "SELU", "ReLU", "SiLU", "ELU", "LeakyReLU", "Tanh")
+# Networks helpers.models.network builds: the seed's CNN, and a small U-Net beyond the seed. The U-Net
+# has one entry of `hidden` per resolution (28, 14, 7 pixels), each a multiple of its GroupNorm groups.
+NETS = ("cnn", "unet")
+UNET_LEVELS = 3
+UNET_GROUPS = 8
 
 # --------------------------------------------------------------------------- paths
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,6 +115,14 @@ def check_hidden(hidden: Any) -> None:
         _fail("hidden", hidden, "a tuple of 1 to 32 integers in 1..4096")
 
 
+def check_net(net: Any, hidden: tuple[int, ...]) -> None:
+    """Refuse an unknown network, and for the U-Net a `hidden` it cannot build (after check_hidden)."""
+    check_choice("net", net, NETS)
+    if net == "unet" and not (len(hidden) == UNET_LEVELS and all(h % UNET_GROUPS == 0 for h in hidden)):
+        _fail("hidden", hidden, f"for net='unet' {UNET_LEVELS} channel counts (at 28, 14 and 7 pixels), "
+              f"each divisible by {UNET_GROUPS} (the GroupNorm groups), e.g. (32, 64, 128)")
+
+
 def check_overrides(cfg: Any, changes: dict) -> None:
     """Refuse an override that names no field of the dataclass `cfg`."""
     names = [f.name for f in dataclasses.fields(cfg)]
@@ -133,6 +146,7 @@ class DDPMConfig:
     hidden: tuple[int, ...] = (16, 32, 32, 16)
     activation: str = "GELU"
     batch_size: int = 128
+    net: str = "cnn"  # one of NETS; "unet" reads `hidden` as its channels per resolution
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "betas", _as_tuple(self.betas))
@@ -145,6 +159,7 @@ class DDPMConfig:
             _fail("betas", self.betas, "a pair (beta1, beta2) with 0 < beta1 < beta2 < 1")
         check_float("lr", self.lr, 0.0)
         check_hidden(self.hidden)
+        check_net(self.net, self.hidden)
         check_choice("activation", self.activation, ACTIVATIONS)
         check_int("batch_size", self.batch_size, 1, 65_536)
 
@@ -164,6 +179,8 @@ DDPM_PRESETS: dict[str, DDPMConfig] = {
     "light": DDPMConfig(hidden=(16, 64, 16)),
     # the starter code's suggestion for more capacity
     "more_capacity": DDPMConfig(hidden=(64, 128, 256, 128, 64)),
+    # Beyond the seed: the default set with a small U-Net (models.UNet) in place of the CNN.
+    "unet": DDPMConfig(hidden=(32, 64, 128), activation="SiLU", net="unet"),
 }
 
 
@@ -193,6 +210,7 @@ class ColdConfig:
     batch_size: int = 128
     loss: str = "l2"
     T: int | None = None  # optional; must equal 28 / group when given
+    net: str = "cnn"  # one of NETS; "unet" reads `hidden` as its channels per resolution
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", _as_tuple(self.hidden))
@@ -202,6 +220,7 @@ class ColdConfig:
         check_int("schedule_seed", self.schedule_seed, 0, MAX_SEED)
         check_float("lr", self.lr, 0.0)
         check_hidden(self.hidden)
+        check_net(self.net, self.hidden)
         check_choice("activation", self.activation, ACTIVATIONS)
         check_int("batch_size", self.batch_size, 1, 65_536)
         check_choice("loss", self.loss, COLD_LOSSES)
@@ -228,6 +247,8 @@ COLD_PRESETS: dict[str, ColdConfig] = {
     # the schedules the seed defines but never shows
     "columns_outside_in": ColdConfig(schedule="outside-in"),
     "columns_inside_out": ColdConfig(schedule="inside-out"),
+    # Beyond the seed: the main model's settings with a small U-Net (models.UNet) as the restorer.
+    "columns_unet": ColdConfig(hidden=(32, 64, 128), activation="SiLU", net="unet"),
 }
 
 

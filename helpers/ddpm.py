@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .config import DDPMConfig, check_choice, check_float, check_int
-from .models import CNN
+from .models import network
 
 SAMPLERS = ("prince", "ddim")
 SPACINGS = ("uniform", "quadratic")
@@ -177,7 +177,7 @@ class DDPM(nn.Module):
     def __init__(self, cfg: DDPMConfig):
         super().__init__()
         self.cfg = cfg
-        self.net = CNN(cfg.hidden, cfg.activation)
+        self.net = network(cfg)
         self.noising = GaussianNoising(cfg.T, *cfg.betas)
 
     @property
