@@ -229,7 +229,7 @@ def code_facts(ddpm_cfg: dict, cold_cfg: dict) -> dict[str, str]:
     """Facts the method section states, read from the code that the results came from."""
     from . import degradations, inception, models
 
-    net = models.CNN(tuple(ddpm_cfg["hidden"]), ddpm_cfg["activation"])
+    net = models.CNN(tuple(ddpm_cfg["hidden"]), ddpm_cfg["activation"])  # the seed's network, as the text describes it
     side = degradations.SIZE
     main_order = degradations.schedule_order(cold_cfg["schedule"], cold_cfg["T"],
                                              cold_cfg.get("schedule_seed", 0)).tolist()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import config, report, results
+from helpers import config, report, results, study
 
 PROFILE = "quick"
 
@@ -93,7 +93,8 @@ def fixture_data(profile: str = PROFILE) -> dict[str, dict]:
                "final": final_block(prof, 45.12, 0.52, 6.71, 0.06, [70, 160, 90, 100, 99, 80, 100, 121, 80, 100],
                                     inception=80.2)}
     cold = {}
-    for i, (name, cfg) in enumerate(config.COLD_PRESETS.items()):
+    for i, name in enumerate(study.names("cold")):  # the study's cold runs: main model and variants
+        cfg = config.COLD_PRESETS[name]
         cold[name] = {"config": dataclasses.asdict(cfg),
                       "run": run_block(prof, name, [140.0 - i, 95.0 - i, 70.5 + 3 * i], [3.0, 3.9, 4.4],
                                        [0.0521, 0.0302, 0.0288 + 0.001 * i],
@@ -110,7 +111,7 @@ def fixture_data(profile: str = PROFILE) -> dict[str, dict]:
                           "seconds_per_sample": 0.212 * steps / 1000, "speedup": 1000 / steps})
     last = str(prof.epochs)
     run = {"profile": profile, "seed": 0, "device": "auto", "precision": "profile"}
-    variants = [v for v in config.COLD_PRESETS if v != "columns"]
+    variants = study.names("cold", "variant")
     return {  # helpers.results.notebook_block's shape, as each notebook calls it
         "01_ddpm": results.notebook_block({**run, "preset": "default", "overrides": {}}, **common,
                                           models={"default": default}),
@@ -143,7 +144,7 @@ FIGURES = ["fig1_1_activations", "fig1_2_loss_default", "fig1_3_samples_default"
            "fig2_1_loss_cold_columns", "fig2_samples_cold_columns", "fig2_2_fid_cold_columns",
            "fig2_3_is_cold_columns", "fig2_4_reconstructions_columns", "fig2_5_fid_ddpm_vs_cold",
            "fig2_6_class_histograms", "figB_1_ddim_steps", "figB_2_ema",
-           *(f"figA_reconstructions_{v}" for v in config.COLD_PRESETS if v != "columns")]
+           *(f"figA_reconstructions_{v}" for v in study.names("cold", "variant"))]
 
 
 def write_png(path: Path, label: str) -> None:
