@@ -116,14 +116,15 @@ def precision_for(prof: config.Profile, device: str = "auto", requested: str = "
     return choose_precision(prof.precision if requested == "profile" else requested, pick_device(device).type)
 
 
-def evaluation_settings(prof: config.Profile, epochs: int, seed: int = 0) -> tuple[Any, dict]:
+def evaluation_settings(prof: config.Profile, epochs: int, seed: int = 0,
+                        precision: str = "fp32") -> tuple[Any, dict]:
     """The per-epoch FID / KID / IS hook of a profile: (evaluate function, TrainSettings fields)."""
     from . import metrics
 
     eval_epochs = tuple(e for e in prof.eval_epochs if e <= epochs)
     if not eval_epochs:
         return None, {}
-    fn, key = metrics.epoch_evaluator(prof.eval_samples, seed=seed)
+    fn, key = metrics.epoch_evaluator(prof.eval_samples, seed=seed, precision=precision)
     return fn, {"eval_epochs": eval_epochs, "eval_key": key}
 
 
@@ -137,10 +138,11 @@ def run_settings(kind: str, preset: str, prof: config.Profile, seed: int = 0, de
     (scored beside the raw ones; the raw weights are unchanged by it)."""
     entry = study.study_run(kind, preset)
     epochs, limit = study.epochs_and_limit(prof, entry.budget)
-    fn, eval_fields = evaluation_settings(prof, epochs, seed) if evaluate else (None, {})
+    run_precision = precision_for(prof, device, precision)[0]
+    fn, eval_fields = evaluation_settings(prof, epochs, seed, run_precision) if evaluate else (None, {})
     fields = dict(epochs=epochs, seed=seed, train_limit=limit,
                   sample_epochs=tuple(e for e in prof.sample_epochs if e <= epochs), n_grid=prof.n_grid,
-                  precision=precision_for(prof, device, precision)[0],
+                  precision=run_precision,
                   ema_decay=prof.ema_decay if entry.ema else None)
     fields.update(eval_fields)
     fields.update(train_overrides)

@@ -53,7 +53,7 @@ from torchmetrics.image.kid import KernelInceptionDistance
 
 from . import classifier as clf
 from . import config, store
-from .hardware import pick_device
+from .hardware import autocast, pick_device
 
 BACKENDS = ("classifier", "inception")
 REFERENCES = ("test", "train")
@@ -473,7 +473,8 @@ EPOCH_METRICS = ("fid_classifier", "kid_classifier_mean", "kid_classifier_std", 
 
 
 def epoch_evaluator(n_samples: int, seed: int = 0, batch_size: int = 500,
-                    reference: str = "test") -> tuple[Callable[[nn.Module, int], dict], str]:
+                    reference: str = "test", precision: str = "fp32"
+                    ) -> tuple[Callable[[nn.Module, int], dict], str]:
     """(evaluate(model, epoch) -> dict of plain numbers, eval_key) for training.fit().
 
     Each call draws `n_samples` images with `model.sample(batch, generator=...)` from a generator of its
@@ -481,14 +482,15 @@ def epoch_evaluator(n_samples: int, seed: int = 0, batch_size: int = 500,
     the draw), and never touches the global RNG. Classifier backend only: FID, KID, IS, class entropy,
     share of the top class, the shares of clamped and of non-finite pixels, "n" and "epoch". Samples
     are clamped into range rather than refused (an early model may overshoot); if any is NaN or
-    infinite the metrics are NaN and training goes on. The key names everything that decides these
-    numbers.
+    infinite the metrics are NaN and training goes on. The samples are drawn in the run's `precision`
+    (helpers.hardware.autocast). The key names everything that decides these numbers.
     """
     config.check_int("n_samples", n_samples, IS_SPLITS)
     config.check_int("seed", seed, 0)
     config.check_int("batch_size", batch_size, 1)
     config.check_choice("reference", reference, REFERENCES)
-    key = (f"classifier-fid-kid-is:n={n_samples}:ref={reference}:seed={seed}"
+    config.check_choice("precision", precision, config.PRECISIONS)
+    key = (f"classifier-fid-kid-is:n={n_samples}:ref={reference}:seed={seed}:precision={precision}"
            f":kid={max(2, min(KID_SUBSET_SIZE, n_samples // 2))}x{KID_SUBSETS}:is_splits={IS_SPLITS}"
            f":weights={clf.weights_id()}")
 
@@ -496,7 +498,7 @@ def epoch_evaluator(n_samples: int, seed: int = 0, batch_size: int = 500,
     def evaluate_epoch(model: nn.Module, epoch: int) -> dict:
         dev = next(model.parameters()).device
         gen = torch.Generator(device=dev).manual_seed(seed)
-        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []), autocast(dev.type, precision):
             parts = []
             for start in range(0, n_samples, batch_size):
                 parts.append(model.sample(min(batch_size, n_samples - start), generator=gen).float().cpu())

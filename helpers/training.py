@@ -286,7 +286,8 @@ class _Job:
         model = self.kind.build(self.cfg, data).to(self.dev)
         if self.settings.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        opt = torch.optim.Adam(model.parameters(), lr=self.optimiser.lr)
+        fused = {"fused": True} if self.dev.type == "cuda" else {}  # one kernel per step on a GPU
+        opt = torch.optim.Adam(model.parameters(), lr=self.optimiser.lr, **fused)
         ema = None
         if self.settings.ema_decay is not None:
             from .ema import EMA
