@@ -286,8 +286,7 @@ class _Job:
         model = self.kind.build(self.cfg, data).to(self.dev)
         if self.settings.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        fused = {"fused": True} if self.dev.type == "cuda" else {}  # one kernel per step on a GPU
-        opt = torch.optim.Adam(model.parameters(), lr=self.optimiser.lr, **fused)
+        opt = adam(model, self.optimiser.lr, self.dev)
         ema = None
         if self.settings.ema_decay is not None:
             from .ema import EMA
@@ -402,6 +401,27 @@ def _set_aside(run_dir: Path, log) -> None:
         log(f"--fresh: retraining {run_dir.name}; its previous checkpoints are in {aside.name}/")
 
 
+def adam(model: nn.Module, lr: float, device: torch.device) -> torch.optim.Optimizer:
+    """The engine's optimiser: Adam, fused into one kernel per step on a GPU."""
+    fused = {"fused": True} if device.type == "cuda" else {}
+    return torch.optim.Adam(model.parameters(), lr=lr, **fused)
+
+
+def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, gen: torch.Generator,
+               autocast, scaler, ema=None) -> torch.Tensor:
+    """One optimiser step on the batch `x` (loss under `autocast`, gradients through `scaler`, then
+    the EMA); returns the detached loss, still on the device."""
+    with autocast:
+        loss = model.loss(x, gen)
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+    if ema is not None:
+        ema.update(model)
+    return loss.detach()
+
+
 def _fit(job: _Job, state: _State, data: torch.Tensor) -> None:
     """Train `state` from its epoch to `job.settings.epochs`, with a verified checkpoint after each."""
     from tqdm.auto import tqdm
@@ -428,15 +448,7 @@ def _fit(job: _Job, state: _State, data: torch.Tensor) -> None:
         checked = 0
         for step in steps_bar:
             x = data[order[step * bs:(step + 1) * bs]]
-            with autocast:
-                loss = model.loss(x, state.gen)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            if ema is not None:
-                ema.update(model)
-            losses[step] = loss.detach()
+            losses[step] = train_step(model, opt, x, state.gen, autocast, scaler, ema)
             # 2. the losses copied to the host now and then, and checked to be finite
             if (step + 1) % sync_every == 0 or step + 1 == steps:
                 chunk = losses[checked:step + 1].cpu()

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from helpers import config, hardware, study  # noqa: E402
+from helpers import config, hardware, study, training  # noqa: E402
 from helpers.cold import ColdDiffusion  # noqa: E402
 from helpers.ddpm import DDPM, GaussianNoising, sample_prince  # noqa: E402
 from helpers.ema import EMA  # noqa: E402
@@ -93,7 +93,7 @@ def probe_models(dev: torch.device, precision: str, seconds: float, jobs: int) -
 
     def train_probe(model, ema: bool, batch: int = TRAIN_BATCH) -> float:
         model.train()
-        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+        opt = training.adam(model, 1e-4, dev)
         scaler = hardware.grad_scaler(dev.type, precision)
         avg = EMA(model, 0.9999) if ema else None
         data = torch.rand(batch * 8, 1, 28, 28, device=dev) - 0.5
@@ -102,14 +102,7 @@ def probe_models(dev: torch.device, precision: str, seconds: float, jobs: int) -
         def step():
             x = data[(i[0] % 8) * batch:(i[0] % 8 + 1) * batch]
             i[0] += 1
-            with ac():
-                loss = model.loss(x, gen)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            if avg is not None:
-                avg.update(model)
+            training.train_step(model, opt, x, gen, ac(), scaler, avg)
 
         return timed(step, dev, seconds)
 
@@ -231,7 +224,7 @@ def hms(s: float) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="auto", choices=hardware.DEVICE_CHOICES)
-    ap.add_argument("--precision", default="auto", choices=hardware.REQUESTS)
+    ap.add_argument("--precision", default="auto", choices=config.PRECISION_CHOICES)
     ap.add_argument("--seconds", type=float, default=3.0, help="measuring time of each training probe")
     ap.add_argument("--jobs", type=int, default=len(study.RUNS), help="concurrent jobs to predict for")
     ap.add_argument("--json", type=Path, help="also write the measurements and the prediction here")
