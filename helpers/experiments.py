@@ -84,6 +84,9 @@ def check_params(namespace: dict | None = None, **params: Any) -> dict:
             config.check_choice(name, params[name], config.DDPM_PRESETS)
     if "cold_preset" in params:
         config.check_choice("cold_preset", params["cold_preset"], config.COLD_PRESETS)
+    for name, kind in (("unet_preset", "ddpm"), ("cold_unet_preset", "cold")):
+        if params.get(name) is not None:
+            config.check_choice(name, params[name], config.KIND_PRESETS[kind])
     if "cold_variants" in params:
         variants = params["cold_variants"]
         if not isinstance(variants, (list, tuple)) or not all(
@@ -117,14 +120,14 @@ def precision_for(prof: config.Profile, device: str = "auto", requested: str = "
 
 
 def evaluation_settings(prof: config.Profile, epochs: int, seed: int = 0,
-                        precision: str = "fp32") -> tuple[Any, dict]:
+                        precision: str = "fp32", device: str = "auto") -> tuple[Any, dict]:
     """The per-epoch FID / KID / IS hook of a profile: (evaluate function, TrainSettings fields)."""
     from . import metrics
 
     eval_epochs = tuple(e for e in prof.eval_epochs if e <= epochs)
     if not eval_epochs:
         return None, {}
-    fn, key = metrics.epoch_evaluator(prof.eval_samples, seed=seed, precision=precision)
+    fn, key = metrics.epoch_evaluator(prof.eval_samples, seed=seed, precision=precision, device=device)
     return fn, {"eval_epochs": eval_epochs, "eval_key": key}
 
 
@@ -139,7 +142,8 @@ def run_settings(kind: str, preset: str, prof: config.Profile, seed: int = 0, de
     entry = study.study_run(kind, preset)
     epochs, limit = study.epochs_and_limit(prof, entry.budget)
     run_precision = precision_for(prof, device, precision)[0]
-    fn, eval_fields = evaluation_settings(prof, epochs, seed, run_precision) if evaluate else (None, {})
+    fn, eval_fields = (evaluation_settings(prof, epochs, seed, run_precision, device) if evaluate
+                       else (None, {}))
     fields = dict(epochs=epochs, seed=seed, train_limit=limit,
                   sample_epochs=tuple(e for e in prof.sample_epochs if e <= epochs), n_grid=prof.n_grid,
                   precision=run_precision,
@@ -182,12 +186,20 @@ def cached_model(kind: str, cfg, profile: str | config.Profile | None, seed: int
 
 
 # --------------------------------------------------------------------------- sampling
-def generate(model, n: int, seed: int = 0, batch_size: int = 500, progress: bool = True,
+def sample_batch(model) -> int:
+    """Images per sampling batch on the model's device (helpers.hardware.sampling_batch): part of the
+    key of every cached sample, since it decides the order in which the noise is drawn."""
+    return hardware.sampling_batch(next(model.parameters()).device)
+
+
+def generate(model, n: int, seed: int = 0, batch_size: int | None = None, progress: bool = True,
              precision: str = "fp32", **sample_kw: Any) -> torch.Tensor:
-    """n samples from `model.sample` in batches, from a generator of their own (model range, CPU)."""
+    """n samples from `model.sample` in batches (default: `sample_batch(model)`), from a generator of
+    their own (model range, CPU)."""
     from tqdm.auto import tqdm
 
     dev = next(model.parameters()).device
+    batch_size = sample_batch(model) if batch_size is None else batch_size
     gen = torch.Generator(device=dev).manual_seed(seed)
     parts = []
     with hardware.autocast(dev.type, precision):
@@ -219,7 +231,8 @@ def final_metrics(run: Run, prof: config.Profile, seed: int = 0, progress: bool 
     if model is None:
         raise ValueError(f"use_ema=True but run {run.dir.name} kept no EMA weights")
     spec = dict(what="final", run=run.key, n=prof.final_samples, inception=prof.inception_samples,
-                seed=seed, bootstrap=N_BOOTSTRAP, ema=use_ema, precision=run.settings.precision)
+                seed=seed, bootstrap=N_BOOTSTRAP, ema=use_ema, precision=run.settings.precision,
+                batch=sample_batch(model))
 
     def compute() -> dict:
         t0 = time.perf_counter()
@@ -276,7 +289,8 @@ def ddim_sweep(run: Run, prof: config.Profile, seed: int = 0, progress: bool = T
 
     n = prof.ddim_samples
     spec = dict(what="ddim", run=run.key, steps=list(prof.ddim_steps), etas=list(DDIM_ETAS), n=n, seed=seed,
-                bootstrap=N_BOOTSTRAP, timing=TIMING_SAMPLES)
+                bootstrap=N_BOOTSTRAP, timing=TIMING_SAMPLES, batch=sample_batch(run.model),
+                precision=run.settings.precision)
     T = run.model.T
     ddim = [(s, eta) for s in prof.ddim_steps if s <= T for eta in DDIM_ETAS]
 
@@ -321,6 +335,51 @@ def ema_comparison(run: Run) -> dict:
         raise ValueError(f"run {run.dir.name} has no EMA metrics (its settings have ema_decay=None)")
     return {"preset": run.label, "decay": run.settings.ema_decay,
             "per_epoch": {e: {"raw": run.metrics[e], "ema": run.metrics_ema[e]} for e in sorted(run.metrics)}}
+
+
+def network_comparison(runs: dict[str, Run], finals: dict[str, dict]) -> dict:
+    """Two or more networks of one model kind side by side (appendix C: the U-Net beside the CNN), from
+    their runs and final metrics: per network its size (`models.describe`), optimiser steps, measured
+    training seconds (the optimiser steps alone, per epoch and in all) and final metrics; and two
+    matched points against the first network (the reference), both from the per-epoch evaluation:
+    `same_steps`, each network at the last epoch of the shortest run that the reference also
+    evaluated (every run here takes the same steps per epoch), and `same_time`, the reference's
+    evaluated epoch whose training time is nearest each other network's whole run."""
+    from . import models
+
+    first = next(iter(runs))
+    steps_per_epoch = {name: len(r.iter_loss) // max(len(r.epoch_loss), 1) for name, r in runs.items()}
+    if len(set(steps_per_epoch.values())) > 1:
+        raise ValueError(f"the runs take different steps per epoch ({steps_per_epoch}); "
+                         "network_comparison matches them by epoch")
+    out: dict = {"reference": first, "networks": {}}
+    for name, r in runs.items():
+        seconds = [float(v) for v in r.logs.get("train_seconds", [])]
+        cumulative = [sum(seconds[:i + 1]) for i in range(len(seconds))]
+        out["networks"][name] = {**models.describe(r.model.net), "net": r.model.cfg.net,
+                                 "config": dataclasses.asdict(r.model.cfg), "precision": r.settings.precision,
+                                 "epochs": len(r.epoch_loss), "steps": len(r.iter_loss),
+                                 "steps_per_epoch": steps_per_epoch[name],
+                                 "train_seconds": cumulative[-1] if cumulative else None,
+                                 "train_seconds_cumulative": cumulative, "final": finals[name]}
+    ref = runs[first]
+    shortest = min(len(r.epoch_loss) for r in runs.values())
+    if shortest in ref.metrics and all(shortest in r.metrics for r in runs.values()):
+        out["same_steps"] = {"epoch": shortest, "steps": shortest * steps_per_epoch[first],
+                             "models": {name: r.metrics[shortest] for name, r in runs.items()}}
+    ref_time = out["networks"][first]["train_seconds_cumulative"]
+    matched = {}
+    for name in runs:
+        if name == first or not ref_time or not ref.metrics or out["networks"][name]["train_seconds"] is None:
+            continue
+        target = out["networks"][name]["train_seconds"]
+        epoch = min(ref.metrics, key=lambda e: abs(ref_time[e - 1] - target))
+        matched[name] = {"epoch": epoch, "steps": epoch * steps_per_epoch[first],
+                         "train_seconds": ref_time[epoch - 1], "reference": ref.metrics[epoch],
+                         "other": runs[name].metrics.get(max(runs[name].metrics, default=0))}
+    if matched:
+        out["same_time"] = matched
+    return out
 
 
 # --------------------------------------------------------------------------- cold diffusion

@@ -217,6 +217,25 @@ def grad_scaler(device_type: str, precision: str):
         return torch.amp.GradScaler("cpu", enabled=False)
 
 
+# Images per sampling batch, by device type: a documented rule, never a timing taken at run time. The
+# batch decides the order in which the sampler's noise is drawn, so it is part of the cache key of every
+# sample (grids, per-epoch metrics, final numbers, DDIM), and a choice timed at run time could differ
+# between two runs on one machine and so change their numbers.
+# - CPU: 64. The fastest batch moves with the CPU, the network and the precision (measured side by side:
+#   16 on one CPU in fp32, 256 on another; 64 to 256 in bf16; README: Speed); 64 was within about 10%
+#   of the fastest in bf16 for both networks, and either end of the range lost up to 30% somewhere.
+# - CUDA: 1000 images at once (the study's networks need a few hundred MB for that; smaller batches
+#   leave the GPU waiting on kernel launches). MPS: 256.
+SAMPLING_BATCH = {"cpu": 64, "cuda": 1000, "mps": 256}
+
+
+def sampling_batch(device) -> int:
+    """Images per batch when sampling on `device` (a torch.device, a device type or "auto")."""
+    kind = device.type if hasattr(device, "type") else pick_device(device).type
+    check_choice("device", kind, SAMPLING_BATCH)
+    return SAMPLING_BATCH[kind]
+
+
 def configure(device) -> dict:
     """Backend switches for a process that computes on `device`; returns what was set.
 

@@ -468,12 +468,14 @@ def real_data_floor(n: int, reference: str = "test", backends: Iterable[str] = (
 
 
 # --------------------------------------------------------------------------- per-epoch hook
-EPOCH_METRICS = ("fid_classifier", "kid_classifier_mean", "kid_classifier_std", "is_classifier_mean",
+N_EPOCH_BOOTSTRAP = 20  # bootstrap resamples of the per-epoch FID's standard error
+EPOCH_METRICS = ("fid_classifier", "fid_classifier_se", "kid_classifier_mean", "kid_classifier_std",
+                 "is_classifier_mean",
                  "is_classifier_std", "class_entropy_bits", "top_class_share")
 
 
-def epoch_evaluator(n_samples: int, seed: int = 0, batch_size: int = 500,
-                    reference: str = "test", precision: str = "fp32"
+def epoch_evaluator(n_samples: int, seed: int = 0, batch_size: int | None = None,
+                    reference: str = "test", precision: str = "fp32", device: str = "auto"
                     ) -> tuple[Callable[[nn.Module, int], dict], str]:
     """(evaluate(model, epoch) -> dict of plain numbers, eval_key) for training.fit().
 
@@ -483,16 +485,22 @@ def epoch_evaluator(n_samples: int, seed: int = 0, batch_size: int = 500,
     share of the top class, the shares of clamped and of non-finite pixels, "n" and "epoch". Samples
     are clamped into range rather than refused (an early model may overshoot); if any is NaN or
     infinite the metrics are NaN and training goes on. The samples are drawn in the run's `precision`
-    (helpers.hardware.autocast). The key names everything that decides these numbers.
+    (helpers.hardware.autocast), in batches of `batch_size` (default: the rule of
+    helpers.hardware.sampling_batch for `device`). The key names everything that decides these
+    numbers, the batch included (it decides the order of the noise). FID carries a bootstrap
+    standard error (N_EPOCH_BOOTSTRAP resamples) and the result the class counts.
     """
+    from .hardware import sampling_batch
+
     config.check_int("n_samples", n_samples, IS_SPLITS)
     config.check_int("seed", seed, 0)
+    batch_size = sampling_batch(device) if batch_size is None else batch_size
     config.check_int("batch_size", batch_size, 1)
     config.check_choice("reference", reference, REFERENCES)
     config.check_choice("precision", precision, config.PRECISIONS)
     key = (f"classifier-fid-kid-is:n={n_samples}:ref={reference}:seed={seed}:precision={precision}"
            f":kid={max(2, min(KID_SUBSET_SIZE, n_samples // 2))}x{KID_SUBSETS}:is_splits={IS_SPLITS}"
-           f":weights={clf.weights_id()}")
+           f":weights={clf.weights_id()}:batch={batch_size}:bootstrap={N_EPOCH_BOOTSTRAP}")
 
     @torch.no_grad()
     def evaluate_epoch(model: nn.Module, epoch: int) -> dict:
@@ -509,10 +517,12 @@ def epoch_evaluator(n_samples: int, seed: int = 0, batch_size: int = 500,
             out.update(clipped_share=math.nan, nonfinite_share=nonfinite, n=n_samples, epoch=int(epoch))
             return out
         result = evaluate(samples, reference, ("classifier",), seed=seed, strict_range=False, device=dev,
-                          log=lambda *_: None)
+                          n_bootstrap=N_EPOCH_BOOTSTRAP, log=lambda *_: None)
         out = {name: float(result[name]) for name in EPOCH_METRICS}
         out.update(clipped_share=result["clipped_share"], nonfinite_share=0.0, n=int(result["n"]),
-                   epoch=int(epoch))
+                   epoch=int(epoch), n_reference=int(result["n_reference"]),
+                   is_classifier_mean_se=float(result["is_classifier_mean_se"]),
+                   class_counts=[int(c) for c in result["class_counts"]])
         return out
 
     return evaluate_epoch, key

@@ -222,14 +222,15 @@ def write_record(profile: str, started: float, timings: dict, params: dict, pret
     except (OSError, AttributeError, store.CorruptFile):
         earlier = {}
     caps = hardware.capabilities()
-    precision, _ = experiments.precision_for(config.profile(profile), params.get("device", "auto"),
+    precision, reason = experiments.precision_for(config.profile(profile), params.get("device", "auto"),
                                              params.get("precision", "profile"))
     stamp = lambda t: datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")  # noqa: E731
     finished = time.time()
     return results.save(profile, "pipeline", {
         "started": stamp(started), "finished": stamp(finished), "wall_seconds": round(finished - started, 1),
         "notebooks": {**earlier, **timings}, "pretrain": pretrain, "git": _git(), "device": caps.get("gpu") or caps["cpu"],
-        "precision": precision, "python": platform.python_version(), "torch": torch.__version__})
+        "precision": precision, "precision_reason": reason, "sampling_batch": hardware.sampling_batch(
+            params.get("device", "auto")), "python": platform.python_version(), "torch": torch.__version__})
 
 
 def _pretrain_module():

@@ -196,3 +196,17 @@ def ema_figure(comparison: dict, metric: str = "fid_classifier"):
     _epoch_axis(ax, epochs)
     ax.legend()
     return fig
+
+
+def network_samples_figure(runs: dict, comparison: dict):
+    """Sample grids of the networks of `experiments.network_comparison` (label -> Run): each at the
+    same number of steps where both stored a grid there, and each at the end of its run."""
+    same = (comparison.get("same_steps") or {}).get("epoch")
+    rows = {}
+    for name, run in runs.items():
+        per_epoch = len(run.iter_loss) // max(len(run.epoch_loss), 1)
+        for epoch in sorted({e for e in (same, max(run.samples, default=None)) if e in run.samples}):
+            net = "U-Net" if run.model.cfg.net == "unet" else "CNN"
+            rows[f"{name} ({net}), {epoch * per_epoch:,} steps"] = run.samples[epoch]
+    return image_rows_figure(rows, title="Samples at the same number of steps and at the end of each run "
+                                         "(the first 8 of each stored grid, the same noise)")

@@ -27,8 +27,12 @@ from typing import Callable
 from . import config, study
 
 # The runs of the study (helpers/study.py), most expensive first, so the long jobs start at once and
-# the short ones fill the gaps.
+# the short ones fill the gaps; `study_runs(profile)` those of one profile.
 STUDY_RUNS = tuple((r.kind, r.preset) for r in study.RUNS)
+
+
+def study_runs(profile: str) -> tuple[tuple[str, str], ...]:
+    return tuple((r.kind, r.preset) for r in study.runs(profile))
 RESULT_PREFIX = "[pretrain-result] "
 
 
@@ -109,9 +113,9 @@ def _tail(log_path: Path, chars: int = 1500) -> str:
         return f.read().decode("utf-8", errors="replace").strip()[-chars:]
 
 
-def run(profile: str, jobs: int | None = None, runs=STUDY_RUNS, log: Callable[[str], None] = print,
+def run(profile: str, jobs: int | None = None, runs=None, log: Callable[[str], None] = print,
         log_dir: Path | None = None) -> list[dict]:
-    """Train `runs` of `profile` with `jobs` worker processes (default: `default_jobs()`); return the
+    """Train `runs` (default: the study's runs of the profile) of `profile` with `jobs` worker processes (default: `default_jobs()`); return the
     timings of each job. A failed job raises after the others have finished.
 
     Each worker writes its stdout and stderr into `log_dir/<kind>-<preset>.log` (default
@@ -120,6 +124,7 @@ def run(profile: str, jobs: int | None = None, runs=STUDY_RUNS, log: Callable[[s
     once it exits, and appended to `log_dir/jobs.jsonl` at once, so the timings of finished jobs
     survive a later failure."""
     config.check_choice("profile", profile, config.PROFILES)
+    runs = study_runs(profile) if runs is None else runs
     jobs = default_jobs() if jobs is None else jobs
     config.check_int("jobs", jobs, 1, 64)
     gpus = gpu_count()

@@ -289,7 +289,9 @@ def definitions(profile: str, src: dict, plots_dir: Path) -> dict[str, str]:
         d[f"student/{key}/fid"], d[f"student/{key}/is"] = fid, is_
     d["profile/sample-epochs"] = ", ".join(str(e) for e in prof["sample_epochs"] if e <= prof["epochs"])
     d["profile/eval-epochs"] = ", ".join(str(e) for e in prof["eval_epochs"] if e <= prof["epochs"])
+    short = prof.get("short_epochs")
     budgets = {"": (prof["epochs"], prof["train_limit"]),
+               "short-": (prof["epochs"] if short is None else short, prof["train_limit"]),
                "variant-": (prof.get("variant_epochs", prof["epochs"]),
                             prof.get("variant_train_limit", prof["train_limit"]))}
     for part, (epochs, limit) in budgets.items():
@@ -297,6 +299,7 @@ def definitions(profile: str, src: dict, plots_dir: Path) -> dict[str, str]:
         d[f"profile/{part}train-limit"] = NA if limit is None else integer(limit)
         d[f"profile/{part}all-images"] = "yes" if limit is None else "no"
     d["profile/variant-same"] = "yes" if budgets[""] == budgets["variant-"] else "no"
+    d["profile/short-same"] = "yes" if budgets[""] == budgets["short-"] else "no"
     final1 = nb1["models"][nb1["params"]["preset"]]["final"]
     d["eval/is-splits"] = integer(final1["is_splits"])
     d["eval/is-split-size"] = integer(final1["n"] // final1["is_splits"])
@@ -331,6 +334,7 @@ def definitions(profile: str, src: dict, plots_dir: Path) -> dict[str, str]:
         compare(cond, None, cold_f["fid_classifier"], cold_f.get("fid_classifier_se"))]
     variant_keys(nb3, main, d)
     beyond_keys(nb2, d)
+    network_keys(nb3, nb4, d)
     return d
 
 
@@ -348,12 +352,15 @@ def stamp_keys(src: dict, d: dict[str, str]) -> None:
         d["stamp/python"], d["stamp/torch"] = escape(pipe.get("python", "?")), escape(pipe.get("torch", "?"))
         d["stamp/device"] = escape(pipe.get("device") or run1["device"])
         d["stamp/precision"] = escape(pipe.get("precision") or run1["precision"])
+        d["stamp/precision-reason"] = escape(pipe.get("precision_reason") or "not recorded")
+        d["stamp/sampling-batch"] = fmt("n", pipe.get("sampling_batch"))
     else:
         commit, dirty = _git("rev-parse", "--short=12", "HEAD"), _git("status", "--porcelain")
         d["stamp/commit"] = escape(commit or "unknown")
         d["stamp/tree"] = "clean" if dirty == "" else "dirty" if dirty else "unknown"
         d["stamp/python"] = escape(sys.version.split()[0])
         d["stamp/device"], d["stamp/precision"] = escape(run1["device"]), escape(run1["precision"])
+        d["stamp/precision-reason"], d["stamp/sampling-batch"] = "not recorded", NA
     notebooks = (pipe or {}).get("notebooks")
     notebooks = notebooks if isinstance(notebooks, dict) else {}
     d["notebooks/count"] = integer(len(notebooks))
@@ -406,6 +413,45 @@ def beyond_keys(nb2: dict, d: dict[str, str]) -> None:
             d[f"has/{flag}"] = "1"
 
 
+def network_keys(nb3: dict, nb4: dict, d: dict[str, str]) -> None:
+    """Appendix C (only with its results): the U-Net beside the CNN. The reference network (the
+    DDPM preset of notebook 04) is `networks/first`, the other `networks/second`; each also at the
+    same number of steps (`networks/same-steps/...`) and the reference at the other's training time
+    (`networks/same-time`)."""
+    nets = nb4.get("networks")
+    if nets and len(nets.get("networks", {})) >= 2:
+        first = nets["reference"]
+        second = next(n for n in nets["networks"] if n != first)
+        for role, name in (("first", first), ("second", second)):
+            model(f"networks/{role}", name, nets["networks"][name], d)
+        d["claim/networks-final"] = metric_verdict(nets["networks"][second]["final"],
+                                                   nets["networks"][first]["final"])
+        d["claim/networks-more-steps"] = ("yes" if nets["networks"][first]["steps"]
+                                          > nets["networks"][second]["steps"] else "no")
+        same = nets.get("same_steps")
+        if same:
+            flatten("networks/same-steps", "same_steps", same, d)
+            for role, name in (("first", first), ("second", second)):
+                model(f"networks/same-steps/{role}", name, same["models"][name], d)
+                seconds = nets["networks"][name]["train_seconds_cumulative"]
+                d[f"networks/same-steps/{role}/train-seconds"] = fmt("seconds", seconds[same["epoch"] - 1])
+            d["claim/networks-same-steps"] = metric_verdict(same["models"][second], same["models"][first])
+            d["has/networks-same-steps"] = "1"
+        matched = (nets.get("same_time") or {}).get(second)
+        if matched:
+            flatten("networks/same-time", "same_time", matched, d)
+            d["has/networks-same-time"] = "1"
+        d["has/networks"] = "1"
+    block = nb3.get("restorer_unet")
+    if block:
+        model("restorer", block["run"]["label"], block, d)
+        main = nb3["models"][nb3["params"]["cold_preset"]]
+        d["claim/restorer-fid"] = metric_verdict(block["final"], main["final"])
+        d["has/restorer"] = "1"
+    if nets or block:
+        d["has/appendix-c"] = "1"
+
+
 def figure_keys(src: dict, plots_dir: Path) -> dict[str, str]:
     """figure/<key> -> the file the notebooks saved under helpers.study's name (checked to exist)."""
     presets = {"ddpm": src["01_ddpm"]["params"]["preset"], "second": src["02_hyperparams"]["params"]["preset"],
@@ -414,6 +460,7 @@ def figure_keys(src: dict, plots_dir: Path) -> dict[str, str]:
     skip = {k for k in study.FIGURES if k.endswith("-explorer")} | {"variant"}
     skip |= set() if "rows" in (nb2.get("ddim") or {}) else {"ddim"}
     skip |= set() if "final" in (nb2.get("ema") or {}) else {"ema"}
+    skip |= set() if src["04_comparison"].get("networks") else {k for k in study.FIGURES if k.startswith("networks-")}
     files = {key: study.figure(key, presets[key.split("-")[0]] if "{preset}" in t else None)
              for key, t in study.FIGURES.items() if key not in skip}
     files.update({f"variant/{slug(v)}": study.figure("variant", v) for v in variants(src["03_cold_diffusion"])})

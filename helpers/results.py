@@ -22,8 +22,9 @@ NOTEBOOKS = ("01_ddpm", "02_hyperparams", "03_cold_diffusion", "04_comparison")
 RECORDS = NOTEBOOKS + ("pipeline",)
 
 # The per-epoch numbers a RUN block keeps (metrics.EPOCH_METRICS plus the sample size and epoch).
-EPOCH_FIELDS = ("fid_classifier", "kid_classifier_mean", "kid_classifier_std", "is_classifier_mean",
-                "is_classifier_std", "class_entropy_bits", "top_class_share", "n", "epoch")
+EPOCH_FIELDS = ("fid_classifier", "fid_classifier_se", "kid_classifier_mean", "kid_classifier_std",
+                "is_classifier_mean", "is_classifier_mean_se", "is_classifier_std", "class_entropy_bits",
+                "top_class_share", "class_counts", "n", "n_reference", "epoch")
 
 
 def results_dir() -> Path:
@@ -149,6 +150,8 @@ def run_summary(run) -> dict:
         "precision": run.settings.precision,
         "epoch_loss": [float(v) for v in logs.get("epoch_loss", [])],
         "epoch_seconds": [float(v) for v in logs.get("epoch_seconds", [])],
+        "train_seconds": [float(v) for v in logs.get("train_seconds", [])],
+        "steps": len(logs.get("iter_loss", [])),
         "per_epoch": {str(e): {k: m[k] for k in EPOCH_FIELDS if k in m}
                       for e, m in sorted(logs.get("metrics", {}).items())},
     }

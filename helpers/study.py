@@ -16,27 +16,33 @@ from . import config
 class StudyRun:
     """One run of the study under a profile.
 
-    budget: "main" trains `Profile.epochs` on `Profile.train_limit` images, "variant" the profile's
-    smaller appendix budget. ema: the run keeps an EMA of its weights (decay `Profile.ema_decay`),
-    scored beside the raw ones. notebook: the notebook that trains and shows it."""
+    budget: "main" trains `Profile.epochs` on `Profile.train_limit` images, "short"
+    `Profile.short_epochs` on the same images, "variant" the profile's smaller appendix budget.
+    ema: the run keeps an EMA of its weights (decay `Profile.ema_decay`), scored beside the raw ones.
+    notebook: the notebook that trains and shows it. profiles: the profiles whose study has it."""
 
     kind: str  # "ddpm" or "cold"
     preset: str  # a key of config.DDPM_PRESETS or config.COLD_PRESETS
     budget: str = "main"
     ema: bool = False
     notebook: str = ""
+    profiles: tuple[str, ...] = tuple(config.PROFILES)
 
 
 # Most expensive first: the pre-training stage starts them in this order.
+# The U-Net DDPM is compared with the seed's CNN in notebook 04 (appendix C of the report); the U-Net
+# restorer only where there is time for it (not in quick).
 RUNS: tuple[StudyRun, ...] = (
     StudyRun("ddpm", "default", ema=True, notebook="01_ddpm"),
-    StudyRun("ddpm", "testing", notebook="02_hyperparams"),
-    StudyRun("cold", "columns", notebook="03_cold_diffusion"),
+    StudyRun("ddpm", "unet", budget="short", notebook="04_comparison"),
+    StudyRun("ddpm", "testing", budget="short", notebook="02_hyperparams"),
+    StudyRun("cold", "columns", budget="short", notebook="03_cold_diffusion"),
+    StudyRun("cold", "columns_unet", budget="short", notebook="03_cold_diffusion", profiles=("smoke", "full")),
     *(StudyRun("cold", name, budget="variant", notebook="03_cold_diffusion")
       for name in ("columns7", "rows7", "rows28", "columns_outside_in", "columns_inside_out")),
 )
 
-BUDGETS = ("main", "variant")
+BUDGETS = ("main", "short", "variant")
 
 
 def study_run(kind: str, preset: str) -> StudyRun:
@@ -49,9 +55,22 @@ def study_run(kind: str, preset: str) -> StudyRun:
     return StudyRun(kind, preset)
 
 
-def names(kind: str | None = None, budget: str | None = None) -> list[str]:
-    """The presets of the study's runs, in the table's order (optionally of one kind / budget)."""
-    return [r.preset for r in RUNS if kind in (None, r.kind) and budget in (None, r.budget)]
+def runs(profile: str | None = None) -> list[StudyRun]:
+    """The study's runs (under `profile`: those its study has)."""
+    if profile is not None:
+        config.check_choice("profile", profile, config.PROFILES)
+    return [r for r in RUNS if profile is None or profile in r.profiles]
+
+
+def trains(kind: str, preset: str, profile: str) -> bool:
+    """Whether the study of `profile` trains (kind, preset)."""
+    return any((r.kind, r.preset) == (kind, preset) for r in runs(profile))
+
+
+def names(kind: str | None = None, budget: str | None = None, profile: str | None = None) -> list[str]:
+    """The presets of the study's runs, in the table's order (optionally of one kind / budget /
+    profile)."""
+    return [r.preset for r in runs(profile) if kind in (None, r.kind) and budget in (None, r.budget)]
 
 
 def epochs_and_limit(prof: config.Profile, budget: str) -> tuple[int, int | None]:
@@ -59,6 +78,8 @@ def epochs_and_limit(prof: config.Profile, budget: str) -> tuple[int, int | None
     config.check_choice("budget", budget, BUDGETS)
     if budget == "variant":
         return prof.variant_epochs, prof.variant_train_limit
+    if budget == "short" and prof.short_epochs is not None:
+        return prof.short_epochs, prof.train_limit
     return prof.epochs, prof.train_limit
 
 
@@ -89,6 +110,9 @@ FIGURES: dict[str, str] = {
     "variant": "figA_reconstructions_{preset}",
     "comparison-fid": "fig2_5_fid_ddpm_vs_cold",
     "class-histograms": "fig2_6_class_histograms",
+    "networks-samples": "figC_1_samples_cnn_unet",
+    "networks-fid": "figC_2_fid_cnn_unet",
+    "networks-classes": "figC_3_class_histograms_cnn_unet",
 }
 
 

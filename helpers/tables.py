@@ -193,3 +193,31 @@ def ddim_table(sweep: dict):
              "n": r.get("n"), "s per sample": fmt("seconds_per_sample", r.get("seconds_per_sample"), False),
              "speed-up": fmt("speedup", r.get("speedup"), False)} for r in sweep["rows"]]
     return _frame(dict(enumerate(rows)), orient="index")
+
+
+def network_table(comparison: dict):
+    """The networks of `experiments.network_comparison` side by side: size, steps, training time and
+    metrics, at the same number of steps (per-epoch evaluation) and at the end of each run (final)."""
+    rows = {}
+    nets = comparison["networks"]
+    same = comparison.get("same_steps")
+    for name, net in nets.items():
+        for when, steps, seconds, m in (
+                ("same steps", same and same["steps"],
+                 same and net["train_seconds_cumulative"][same["epoch"] - 1], same and same["models"][name]),
+                ("final", net["steps"], net["train_seconds"], net["final"])):
+            if not m:
+                continue
+            rows[f"{name} ({net['net']}), {when}"] = {
+                "parameters": fmt("parameters", net["parameters"], False),
+                "MFLOP per image": fmt("mflops", net["mflops_per_image"], False),
+                "steps": fmt("steps", steps, False),
+                "training time": fmt("seconds", seconds, False),
+                "FID (MNIST classifier)": pm("fid_classifier", m.get("fid_classifier"), m.get("fid_classifier_se"),
+                                            False),
+                "KID": pm("kid_classifier_mean", m["kid_classifier_mean"], m["kid_classifier_std"], False),
+                "IS": pm("is_classifier_mean", m.get("is_classifier_mean"), m.get("is_classifier_mean_se"), False),
+                "top class share": fmt("top_class_share", m["top_class_share"], False),
+                "n": fmt("n", m["n"], False),
+            }
+    return _frame(rows, orient="index")

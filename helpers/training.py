@@ -219,8 +219,8 @@ class Run:
 
 
 def _empty_logs() -> dict:
-    return {"iter_loss": [], "epoch_loss": [], "epoch_seconds": [], "samples": {}, "metrics": {},
-            "metrics_ema": {}, "threads": torch.get_num_threads(), "device": "", "label": ""}
+    return {"iter_loss": [], "epoch_loss": [], "epoch_seconds": [], "train_seconds": [], "samples": {},
+            "metrics": {}, "metrics_ema": {}, "threads": torch.get_num_threads(), "device": "", "label": ""}
 
 
 EvalFn = Callable[[nn.Module, int], dict]
@@ -465,6 +465,7 @@ def _fit(job: _Job, state: _State, data: torch.Tensor) -> None:
                 job.on_step(epoch, step + 1)
         steps_bar.close()
         logs = state.logs
+        logs.setdefault("train_seconds", []).append(time.perf_counter() - t0)  # the optimiser steps alone
         epoch_losses = losses.float().cpu().tolist()
         logs["iter_loss"].extend(epoch_losses)
         logs["epoch_loss"].append(math.fsum(epoch_losses) / len(epoch_losses))

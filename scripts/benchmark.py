@@ -8,7 +8,7 @@ Rows, every one measured in this process, one after the other (run it on an othe
   engine (helpers.training.fit) with each of its options: fp32, channels_last, bf16 autocast, and
   with --compile torch.compile (its compilation time is printed apart);
 - DDPM sampling (network evaluations per second, img-steps/s): the starter's way (batch 16, schedule
-  recomputed every step) against the package's sampler at batch 16 and 256, fp32 and bf16, each the
+  recomputed every step) against the package's sampler at batch 16, 64 and 256, fp32 and bf16, each the
   fastest of three timed calls after a warm-up;
 - the row/column averaging against a per-image, per-row loop;
 - the share of evaluation in one epoch at the profile's settings, from the rates above;
@@ -197,12 +197,15 @@ def main() -> int:
     ref16 = rate(lambda: reference_sampling(model, S, 16), 16 * S)
     add("sample: starter loop, batch 16", f"{ref16:,.0f} img-steps/s", "1.00x")
     ours = {}
-    for batch in (16, 256):
-        ours[batch] = rate(lambda: package_sampling(model, S, batch), batch * S)
-        add(f"sample: package fp32, batch {batch}", f"{ours[batch]:,.0f} img-steps/s", f"{ours[batch] / ref16:.2f}x")
-    bf = rate(lambda: package_sampling(model, S, 256, bf16=True), 256 * S)
-    add("sample: package bf16, batch 256", f"{bf:,.0f} img-steps/s", f"{bf / ref16:.2f}x")
-    ours = ours[256]
+    rule = hardware.sampling_batch(dev)
+    # the batches around the rule's (helpers.hardware.sampling_batch), fp32 and bf16
+    for bf16 in (False, True):
+        for batch in (16, 64, 256):
+            v = rate(lambda: package_sampling(model, S, batch, bf16=bf16), batch * S)
+            ours[(bf16, batch)] = v
+            note = f"{v / ref16:.2f}x" + (" (the rule's batch)" if batch == rule else "")
+            add(f"sample: package {'bf16' if bf16 else 'fp32'}, batch {batch}", f"{v:,.0f} img-steps/s", note)
+    ours = ours[(False, 256)]
     T = model.T
     add("sample: one image with T = 1000, fp32 batch 256", f"{T / ours:.2f} s")
 

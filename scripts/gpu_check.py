@@ -33,7 +33,7 @@ from helpers.ddpm import DDPM, GaussianNoising, sample_prince  # noqa: E402
 from helpers.ema import EMA  # noqa: E402
 
 TRAIN_BATCH = 128
-SAMPLE_BATCH = 500  # experiments.generate and metrics.epoch_evaluator
+SAMPLE_BATCH = hardware.SAMPLING_BATCH["cuda"]  # the sampling batch on a GPU (hardware.sampling_batch)
 RECON_BATCH = 1000  # cold.reconstructions
 
 
@@ -180,7 +180,7 @@ def predict(t: dict, inc_per_image: float | None, prof: config.Profile) -> list[
     final_metrics = t["evaluate_2000_bootstrap"] * scale_final
     inc = prof.inception_samples * inc_per_image if inc_per_image else 0.0
     ddim_n = batches(prof.ddim_samples, SAMPLE_BATCH)
-    for r in study.RUNS:
+    for r in study.runs(prof.name):
         epochs, limit = study.epochs_and_limit(prof, r.budget)
         n_train = limit or config.MNIST_TRAIN_SIZE
         cfg = (config.DDPM_PRESETS if r.kind == "ddpm" else config.COLD_PRESETS)[r.preset]
@@ -190,20 +190,20 @@ def predict(t: dict, inc_per_image: float | None, prof: config.Profile) -> list[
         terms = []
         if r.kind == "ddpm":
             terms.append(("train steps", steps, t["ddpm_train_ema" if r.ema else "ddpm_train"]))
-            terms.append(("per-epoch eval sampler steps (batch 500)", weights * eval_n * eval_b * T, t["ddpm_sample_500"]))
+            terms.append((f"per-epoch eval sampler steps (batch {SAMPLE_BATCH})", weights * eval_n * eval_b * T, t["ddpm_sample_500"]))
             terms.append(("grid sampler steps (batch 16)", sample_n * T, t["ddpm_sample_16"]))
-            terms.append(("final sampler steps (batch 500)", weights * final_b * T, t["ddpm_sample_500"]))
+            terms.append((f"final sampler steps (batch {SAMPLE_BATCH})", weights * final_b * T, t["ddpm_sample_500"]))
             if r.ema:  # the DDIM sweep: Prince's sampler and DDIM (eta 0 and 1) on ddim_samples
                 ddim_steps = sum(s for s in prof.ddim_steps if s <= T) * 2
-                terms.append(("DDIM sweep sampler steps (batch 500)", ddim_n * (T + ddim_steps), t["ddpm_sample_500"]))
+                terms.append((f"DDIM sweep sampler steps (batch {SAMPLE_BATCH})", ddim_n * (T + ddim_steps), t["ddpm_sample_500"]))
                 terms.append(("DDIM sweep scores", 1 + 2 * len(prof.ddim_steps),
                               t["evaluate_2000_bootstrap"] * prof.ddim_samples / 2000))
         else:
             sample = t["cold_sample_500"]
             terms.append(("train steps", steps, t["cold_train"]))
-            terms.append(("per-epoch eval sampler steps (batch 500)", eval_n * eval_b * T, sample))
+            terms.append((f"per-epoch eval sampler steps (batch {SAMPLE_BATCH})", eval_n * eval_b * T, sample))
             terms.append(("grid sampler steps (batch 16)", sample_n * T, t["cold_sample_16"]))
-            terms.append(("final sampler steps (batch 500)", final_b * T, sample))
+            terms.append((f"final sampler steps (batch {SAMPLE_BATCH})", final_b * T, sample))
             terms.append(("reconstruction steps (batch 1000)", batches(prof.final_samples, RECON_BATCH) * (2 * T + 1),
                           t["cold_sample_1000"]))
             terms.append(("reconstruction FIDs (4 sets)", 4, t["evaluate_2000"] * prof.final_samples / 2000))
@@ -226,7 +226,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="auto", choices=hardware.DEVICE_CHOICES)
     ap.add_argument("--precision", default="auto", choices=config.PRECISION_CHOICES)
     ap.add_argument("--seconds", type=float, default=3.0, help="measuring time of each training probe")
-    ap.add_argument("--jobs", type=int, default=len(study.RUNS), help="concurrent jobs to predict for")
+    ap.add_argument("--jobs", type=int, default=len(study.runs("full")), help="concurrent jobs to predict for")
     ap.add_argument("--json", type=Path, help="also write the measurements and the prediction here")
     args = ap.parse_args(argv)
 

@@ -161,3 +161,42 @@ def test_degradation_range_check_on_an_accelerator_is_deferred_not_dropped(monke
     with pytest.raises(ValueError, match="outside 0..7"):
         op.check_pending()
     op.check_pending()  # nothing pending any more
+
+
+def test_quick_and_full_ask_for_auto_and_get_bf16_only_where_native(monkeypatch):
+    from helpers import config, experiments
+
+    assert config.PROFILES["quick"].precision == config.PROFILES["full"].precision == "auto"
+    assert config.PROFILES["smoke"].precision == "fp32"
+    for flags, want in (({"avx2", "avx512f"}, "fp32"), ({"avx2", "avx512_bf16"}, "bf16"), ({"amx_bf16"}, "bf16")):
+        monkeypatch.setattr(hardware, "cpu_flags", lambda flags=flags: frozenset(flags))
+        got, why = experiments.precision_for(config.PROFILES["quick"], "cpu")
+        assert got == want, (flags, why)
+        assert ("natively" in why) == (want == "bf16")
+        # a notebook may still ask for fp32 on any machine
+        assert experiments.precision_for(config.PROFILES["quick"], "cpu", "fp32")[0] == "fp32"
+
+
+def test_sampling_batch_is_a_rule_per_device_and_part_of_the_sample_keys(machine):
+    from helpers import config, experiments, metrics
+    from helpers.ddpm import DDPM
+
+    machine()
+    assert hardware.sampling_batch("cpu") == hardware.sampling_batch(torch.device("cpu")) == 64
+    assert hardware.sampling_batch("auto") == 64
+    machine(cuda=(9, 0))
+    assert hardware.sampling_batch("cuda") == hardware.sampling_batch("auto") == 1000
+    with pytest.raises(ValueError, match="device='xla' is not allowed"):
+        hardware.sampling_batch("xla")
+    machine()
+    # the batch decides the order of the noise: another batch, other samples, so another key
+    torch.manual_seed(0)
+    model = DDPM(config.ddpm_preset("default", T=5)).eval()
+    a, b = (experiments.generate(model, 10, seed=3, batch_size=bs, progress=False) for bs in (10, 4))
+    assert not torch.equal(a, b)
+    assert torch.equal(a, experiments.generate(model, 10, seed=3, batch_size=10, progress=False))
+    assert torch.equal(experiments.generate(model, 10, seed=3, progress=False),
+                       experiments.generate(model, 10, seed=3, batch_size=64, progress=False))
+    keys = {metrics.epoch_evaluator(16, batch_size=bs)[1] for bs in (16, 64)}
+    assert len(keys) == 2 and all(":batch=" in k for k in keys)
+    assert metrics.epoch_evaluator(16)[1] == metrics.epoch_evaluator(16, batch_size=64)[1]

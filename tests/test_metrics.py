@@ -234,8 +234,12 @@ def test_epoch_evaluator(test_set):
     assert torch.equal(torch.get_rng_state(), state)
     assert a == fn(model, 1)  # the same noise every call
     assert a["n"] == 200 and a["epoch"] == 1
-    assert all(isinstance(v, float) for k, v in a.items() if k not in ("n", "epoch"))
+    assert all(isinstance(v, float) for k, v in a.items() if k not in ("n", "epoch", "n_reference", "class_counts"))
     assert 0 < a["fid_classifier"] < 20 and a["is_classifier_mean"] > 7
+    # the per-epoch numbers carry errors and the class histogram (the U-Net comparison reads them)
+    assert a["fid_classifier_se"] > 0 and a["is_classifier_mean_se"] > 0 and a["n_reference"] == 200
+    assert len(a["class_counts"]) == 10 and sum(a["class_counts"]) == 200 and max(a["class_counts"]) < 40
+    assert ":batch=64:" in key and metrics.epoch_evaluator(200, seed=3, batch_size=32)[1] != key
     assert a["clipped_share"] == 0 and a["nonfinite_share"] == 0
     assert metrics.epoch_evaluator(200, seed=4)[1] != key
 

@@ -77,7 +77,7 @@ def test_smoke_pipeline_writes_figures_and_executed_notebooks(smoke):
 def test_two_pipelines_at_once_train_once(smoke):
     base, _, _, _ = smoke
     runs = [d for d in (base / "runs").iterdir() if d.is_dir()]
-    expected = len(study.RUNS)  # every run of the study (helpers/study.py), each trained once
+    expected = len(study.runs("smoke"))  # every run of the study (helpers/study.py), each trained once
     assert len(runs) == expected
     assert all(sorted(p.name for p in d.glob("ckpt-*.pt")) == ["ckpt-0001.pt"] for d in runs)
     texts = [(base / b / "smoke" / "01_ddpm.ipynb").read_text() for b in ("build_a", "build_b")]

@@ -79,9 +79,17 @@ def ddpm_config(**kw):
     return dataclasses.asdict(config.ddpm_preset(kw.pop("preset", "default")))
 
 
+# The quick profile's settings the fixture's numbers and expected sentences were written for; saved
+# as each file's profile_settings, so the fixture does not move when quick is re-budgeted.
+FIXTURE_QUICK = dataclasses.replace(
+    config.PROFILES["quick"], epochs=2, train_limit=30_000, sample_epochs=(1, 2), eval_epochs=(1, 2),
+    eval_samples=50, final_samples=200, inception_samples=100, variant_epochs=1, variant_train_limit=10_000,
+    ddim_samples=200, short_epochs=None, precision="fp32")
+
+
 def fixture_data(profile: str = PROFILE) -> dict[str, dict]:
     """Every results file the notebooks and the pipeline write for `profile`, with made-up numbers."""
-    prof = config.PROFILES[profile]
+    prof = FIXTURE_QUICK if profile == "quick" else config.PROFILES[profile]
     common = {"real": final_block(prof, 0.61, 0.05, 9.62, 0.04, REAL_SHARES, inception=4.9),
               "real_per_epoch": final_block(prof, 2.1, 0.2, 9.4, 0.1, REAL_SHARES, n=prof.eval_samples)}
     default = {"config": ddpm_config(),
@@ -93,7 +101,7 @@ def fixture_data(profile: str = PROFILE) -> dict[str, dict]:
                "final": final_block(prof, 45.12, 0.52, 6.71, 0.06, [70, 160, 90, 100, 99, 80, 100, 121, 80, 100],
                                     inception=80.2)}
     cold = {}
-    for i, name in enumerate(study.names("cold")):  # the study's cold runs: main model and variants
+    for i, name in enumerate(["columns", *study.names("cold", "variant")]):  # main model and variants
         cfg = config.COLD_PRESETS[name]
         cold[name] = {"config": dataclasses.asdict(cfg),
                       "run": run_block(prof, name, [140.0 - i, 95.0 - i, 70.5 + 3 * i], [3.0, 3.9, 4.4],
@@ -109,8 +117,26 @@ def fixture_data(profile: str = PROFILE) -> dict[str, dict]:
         ddim_rows.append({"sampler": "ddim", "steps": steps, "eta": 0.0, "fid_classifier": fid,
                           "fid_classifier_se": 0.5, "is_classifier_mean": 7.3,
                           "seconds_per_sample": 0.212 * steps / 1000, "speedup": 1000 / steps})
+    unet_final = final_block(prof, 18.9, 0.35, 8.02, 0.05, [95, 118, 99, 103, 97, 85, 98, 107, 95, 103])
+    same = {"cnn": final_block(prof, 96.2, 2.1, 3.4, 0.1, UNIFORM, n=prof.eval_samples),
+            "unet": final_block(prof, 41.7, 1.2, 6.6, 0.1, REAL_SHARES, n=prof.eval_samples)}
+    networks = {"reference": "default", "networks": {
+        name: {"parameters": params, "mflops_per_image": mflops, "net": net, "config": ddpm_config(preset=name),
+               "precision": "bf16", "epochs": epochs, "steps": 469 * epochs, "steps_per_epoch": 469,
+               "train_seconds": 98.5 * epochs, "train_seconds_cumulative": [98.5 * (e + 1) for e in range(epochs)],
+               "final": final}
+        for name, params, mflops, net, epochs, final in (
+            ("default", 291_217, 158.9, "cnn", 3, default["final"]), ("unet", 179_969, 56.7, "unet", 1, unet_final))},
+        "same_steps": {"epoch": 1, "steps": 469, "models": {"default": same["cnn"], "unet": same["unet"]}},
+        "same_time": {"unet": {"epoch": 1, "steps": 469, "train_seconds": 98.5, "reference": same["cnn"],
+                               "other": same["unet"]}}}
+    restorer = {"config": dataclasses.asdict(config.COLD_PRESETS["columns_unet"]),
+                "run": run_block(prof, "columns_unet", [120.0, 80.0, 60.5], [3.3, 4.1, 4.6], [0.05, 0.03, 0.027]),
+                "final": final_block(prof, 58.2, 0.7, 5.1, 0.04, [70, 250, 80, 90, 90, 60, 60, 180, 60, 60]),
+                "reconstruction": recon_block(0.95)}
     last = str(prof.epochs)
     run = {"profile": profile, "seed": 0, "device": "auto", "precision": "profile"}
+    common["profile_settings"] = dataclasses.asdict(prof)
     variants = study.names("cold", "variant")
     return {  # helpers.results.notebook_block's shape, as each notebook calls it
         "01_ddpm": results.notebook_block({**run, "preset": "default", "overrides": {}}, **common,
@@ -124,11 +150,11 @@ def fixture_data(profile: str = PROFILE) -> dict[str, dict]:
                  "final": {"raw": default["final"],
                            "ema": final_block(prof, 22.05, 0.38, 7.71, 0.05, UNIFORM, inception=55.3)}}),
         "03_cold_diffusion": results.notebook_block(
-            {**run, "cold_preset": "columns", "cold_variants": variants, "overrides": {}}, **common,
-            models=cold),
+            {**run, "cold_preset": "columns", "cold_variants": variants, "cold_unet_preset": "columns_unet",
+             "overrides": {}}, **common, models=cold, restorer_unet=restorer),
         "04_comparison": results.notebook_block(
-            {**run, "preset": "default", "cold_preset": "columns"}, **common,
-            models={"default": default, "columns": cold["columns"]}),
+            {**run, "preset": "default", "cold_preset": "columns", "unet_preset": "unet"}, **common,
+            models={"default": default, "columns": cold["columns"]}, networks=networks),
         "pipeline": {"started": "2026-11-29T01:00:00+00:00", "finished": "2026-11-29T02:58:31+00:00",
                      "wall_seconds": 7111.4,
                      "notebooks": {n: {"seconds": 1500.0 + i, "status": "ok"}
@@ -143,7 +169,8 @@ FIGURES = ["fig1_1_activations", "fig1_2_loss_default", "fig1_3_samples_default"
            "fig1_8_samples_last_testing", "fig1_9_fid_sets", "fig1_10_is_sets", "fig2_0_degradation_steps",
            "fig2_1_loss_cold_columns", "fig2_samples_cold_columns", "fig2_2_fid_cold_columns",
            "fig2_3_is_cold_columns", "fig2_4_reconstructions_columns", "fig2_5_fid_ddpm_vs_cold",
-           "fig2_6_class_histograms", "figB_1_ddim_steps", "figB_2_ema",
+           "fig2_6_class_histograms", "figB_1_ddim_steps", "figB_2_ema", "figC_1_samples_cnn_unet",
+           "figC_2_fid_cnn_unet", "figC_3_class_histograms_cnn_unet",
            *(f"figA_reconstructions_{v}" for v in study.names("cold", "variant"))]
 
 
@@ -430,6 +457,11 @@ def test_report_builds_from_the_fixture(fixture_dirs):
     assert "the epoch mean falls from 0.0398 in the first epoch to 0.0361 in epoch 2" in text
     assert "The FID (MNIST classifier) fell from 38.50 at epoch 1 to 30.10 at epoch 2." in text
     assert "This report comes from the quick profile: models trained for 2 epochs on the first" in text
+    # appendix C, present with the U-Net results: the verdicts at the same steps and at the end
+    assert ("At the same number of steps, 469 (the per-epoch evaluation of epoch 1, 50 samples each), the "
+            "U-Net's FID is lower than the CNN's: 41.70 ± 1.20 against 96.20 ± 2.10") in text
+    assert "the U-Net ends with a lower FID (18.90 ± 0.35) than the CNN (27.34 ± 0.41)" in text
+    assert "The U-Net restorer ends with a lower FID (58.20 ± 0.70) than the CNN restorer (66.40 ± 0.80)" in text
 
 
 def test_a_removed_result_stops_the_build_naming_it(fixture_dirs):
@@ -456,14 +488,17 @@ def test_smoke_profile_is_phrased_around_what_it_measured(tmp_path):
     res, plots, out = tmp_path / "results", tmp_path / "Plots", tmp_path / "out"
     data = fixture_data("smoke")
     del data["02_hyperparams"]["ddim"], data["02_hyperparams"]["ema"], data["pipeline"]
+    del data["04_comparison"]["networks"], data["03_cold_diffusion"]["restorer_unet"]  # no U-Net runs
     write_fixture(res, plots, "smoke", data)
+    for name in ("figC_1_samples_cnn_unet", "figC_2_fid_cnn_unet", "figC_3_class_histograms_cnn_unet"):
+        (plots / "smoke" / f"{name}.png").unlink()  # not needed without them
     report.generate("smoke", res, plots, out)
     defs = generated(out)
     assert defs["trend/ddpm-fid/verdict"] == "single" and defs["trend/ddpm-fid/last-epoch"] == "1"
     assert defs["eval/inception"] == "not-computed"
     assert defs["profile/name"] == "smoke"
     assert defs["01-ddpm/model/final/n"] == report.integer(config.PROFILES["smoke"].final_samples)
-    # without DDIM / EMA results the appendix beyond the seed is left out (\ifres{has/beyond})
+    # without DDIM / EMA / U-Net results the appendices beyond the seed are left out (\ifres{has/...})
     assert not any(k.startswith(("has/", "claim/ddim", "claim/ema")) for k in defs)
     # without a pipeline record the stamp says so instead of inventing a date or wall time
     assert defs["stamp/pipeline"] == "missing" and "stamp/wall" not in defs and "stamp/date" not in defs
@@ -471,6 +506,7 @@ def test_smoke_profile_is_phrased_around_what_it_measured(tmp_path):
         return
     pdf = report.build("smoke", res, plots, out)
     text, rows = pdf_text(pdf), pdf_text(pdf, layout=True)  # the same decisions, as the PDF words them
+    assert "U-Net" not in text  # no appendix C without its results
     assert "The FID (MNIST classifier) was measured at epoch 1 only" in text
     assert "The FID with Inception-v3 features is not computed in this profile." in text
     assert "This report comes from the smoke profile" in text and "is not claimed here" in text

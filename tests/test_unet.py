@@ -14,7 +14,8 @@ from helpers.data import training_images
 from helpers.ddpm import DDPM
 from helpers.training import ModelKind, TrainSettings, fit
 
-UNET_HIDDEN = (32, 64, 128)
+UNET_HIDDEN = (32, 64, 128)  # the "unet_wide" preset
+STUDY_HIDDEN = (16, 32, 64)  # the study's "unet" and "columns_unet"
 
 
 def _unet(seed: int = 0) -> models.UNet:
@@ -75,6 +76,9 @@ def test_describe_counts_parameters_and_flops_of_both_networks():
     assert unet["parameters"] == 600_705 and 500_000 < unet["parameters"] < 700_000
     assert cnn["parameters"] == 291_217
     assert 150 < unet["mflops_per_image"] < 300
+    small = models.describe(models.UNet(STUDY_HIDDEN, "SiLU"))
+    assert small["parameters"] == 179_969 and small["parameters"] < cnn["parameters"]
+    assert small["mflops_per_image"] < cnn["mflops_per_image"] < unet["mflops_per_image"]
     # FlopCounterMode counts matrix products and convolutions: the hooks' hand count must agree
     assert unet["mflops_per_image"] == pytest.approx(_hand_count_mflops(_unet()), rel=1e-9)
     assert cnn["mflops_per_image"] == pytest.approx(_hand_count_mflops(models.CNN()), rel=1e-9)
@@ -84,11 +88,12 @@ def test_describe_counts_parameters_and_flops_of_both_networks():
 # --------------------------------------------------------------------------- configuration
 def test_presets_build_the_network_they_name():
     d, c = config.ddpm_preset("unet"), config.cold_preset("columns_unet")
-    assert (d.net, d.hidden, d.T, d.betas, d.lr, d.batch_size) == ("unet", UNET_HIDDEN, 1000, (1e-4, 0.02), 2e-4, 128)
-    main = dataclasses.replace(config.COLD_PRESETS["columns"], hidden=UNET_HIDDEN, activation="SiLU", net="unet")
+    assert (d.net, d.hidden, d.T, d.betas, d.lr, d.batch_size) == ("unet", STUDY_HIDDEN, 1000, (1e-4, 0.02), 2e-4, 128)
+    assert config.ddpm_preset("unet_wide") == d.replace(hidden=UNET_HIDDEN)
+    main = dataclasses.replace(config.COLD_PRESETS["columns"], hidden=STUDY_HIDDEN, activation="SiLU", net="unet")
     assert c == main
     assert isinstance(DDPM(d).net, models.UNet) and isinstance(ColdDiffusion(c).net, models.UNet)
-    assert all(p.net == "cnn" for name, p in config.DDPM_PRESETS.items() if name != "unet")
+    assert all(p.net == "cnn" for name, p in config.DDPM_PRESETS.items() if not name.startswith("unet"))
     assert all(p.net == "cnn" for name, p in config.COLD_PRESETS.items() if name != "columns_unet")
     assert dataclasses.asdict(config.DDPMConfig())["net"] == "cnn"
 
