@@ -147,7 +147,7 @@ def run_settings(kind: str, preset: str, prof: config.Profile, seed: int = 0, de
     fields = dict(epochs=epochs, seed=seed, train_limit=limit,
                   sample_epochs=tuple(e for e in prof.sample_epochs if e <= epochs), n_grid=prof.n_grid,
                   precision=run_precision,
-                  ema_decay=prof.ema_decay if entry.ema else None)
+                  ema_decay=prof.ema_decay if entry.ema else None)  # None where the profile keeps none
     fields.update(eval_fields)
     fields.update(train_overrides)
     return TrainSettings(**fields), fn

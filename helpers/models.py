@@ -108,8 +108,9 @@ class UNet(nn.Module):
     concatenated with s0, ResBlock 2 c0 -> c0 at 28; GroupNorm -> activation -> Conv2d(k=3) c0 -> 1.
     The CNN's TimeEmbedding (c0 features) enters every ResBlock through the block's own linear layer.
     `act` is used everywhere (the presets choose SiLU); GroupNorm has 8 groups, so every entry of
-    `hidden` must be a multiple of 8 (config.check_net). With (32, 64, 128): 600,705 parameters and
-    about 226 MFLOP per image (`describe`).
+    `hidden` must be a multiple of 8 (config.check_net). The study's (16, 32, 64): 179,969 parameters
+    and about 57 MFLOP per image (`describe`), against the CNN's 291,217 and 159; (32, 64, 128):
+    600,705 and about 226.
     """
 
     def __init__(self, hidden: tuple[int, ...] = (32, 64, 128), act: str = "SiLU", in_channels: int = 1):

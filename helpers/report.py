@@ -6,7 +6,7 @@
 `01-ddpm/model/final/fid-classifier-pm`, numbers written by `tables.fmt`), adds the models under their
 roles, the title-page record, figure file names and the verdicts that decide the wording (`higher`,
 `lower`, `unresolved`, `falls`, ...), and writes them to <out>/generated/report-results.tex. Every
-sentence, table label and figure environment is in report/report.tex and report/beyond.tex, which
+sentence, table label and figure environment is in report/report.tex, report/beyond.tex and report/networks.tex, which
 read the values as `\\res{key}` and choose their phrasing with `\\resif{key}{word}{then}{else}`; an
 undefined key stops pdflatex with an error naming it, and `build` turns that into a ReportError.
 """

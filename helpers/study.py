@@ -18,7 +18,8 @@ class StudyRun:
 
     budget: "main" trains `Profile.epochs` on `Profile.train_limit` images, "short"
     `Profile.short_epochs` on the same images, "variant" the profile's smaller appendix budget.
-    ema: the run keeps an EMA of its weights (decay `Profile.ema_decay`), scored beside the raw ones.
+    ema: the run keeps an EMA of its weights (decay `Profile.ema_decay`, in the profiles that set one),
+    scored beside the raw ones.
     notebook: the notebook that trains and shows it. profiles: the profiles whose study has it."""
 
     kind: str  # "ddpm" or "cold"

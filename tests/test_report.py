@@ -84,7 +84,7 @@ def ddpm_config(**kw):
 FIXTURE_QUICK = dataclasses.replace(
     config.PROFILES["quick"], epochs=2, train_limit=30_000, sample_epochs=(1, 2), eval_epochs=(1, 2),
     eval_samples=50, final_samples=200, inception_samples=100, variant_epochs=1, variant_train_limit=10_000,
-    ddim_samples=200, short_epochs=None, precision="fp32")
+    ddim_samples=200, short_epochs=None, precision="fp32", ema_decay=0.995, ddim_steps=(10, 20, 50, 100))
 
 
 def fixture_data(profile: str = PROFILE) -> dict[str, dict]:
