@@ -64,8 +64,16 @@ def test_smoke_pipeline_writes_figures_and_executed_notebooks(smoke):
     assert {"fig1_1_activations.png", "fig1_2_loss_default.png", "fig1_3_samples_default.png",
             "fig1_4_fid_default.png", "fig1_5_is_default.png", "fig1_9_fid_sets.png",
             "fig2_0_degradation_steps.png", "fig2_4_reconstructions_columns.png",
-            "fig2_6_class_histograms.png", "figA_reconstructions_rows7.png"} <= plots
+            "fig2_6_class_histograms.png", "figA_reconstructions_rows7.png", "figC_1_samples_cnn_unet.png",
+            "figC_2_fid_cnn_unet.png", "figC_3_class_histograms_cnn_unet.png"} <= plots
     record = json.loads((base / "build_a" / "results" / "smoke" / "pipeline.json").read_text())
+    assert record["precision"] == "fp32" and record["sampling_batch"] == 64 and record["precision_reason"]
+    # the U-Net runs of the smoke study: the DDPM beside the CNN (04) and the restorer (03)
+    nb4 = json.loads((base / "build_a" / "results" / "smoke" / "04_comparison.json").read_text())
+    nets = nb4["networks"]["networks"]
+    assert {v["net"] for v in nets.values()} == {"cnn", "unet"} and nb4["networks"]["same_steps"]["epoch"] == 1
+    nb3 = json.loads((base / "build_a" / "results" / "smoke" / "03_cold_diffusion.json").read_text())
+    assert nb3["restorer_unet"]["config"]["net"] == "unet" and "algorithm2" in nb3["restorer_unet"]["reconstruction"]
     for name in ("01_ddpm", "02_hyperparams", "03_cold_diffusion", "04_comparison"):
         nb = json.loads((base / "build_a" / "smoke" / f"{name}.ipynb").read_text())
         assert nb["metadata"]["papermill"]["parameters"] == {"profile": "smoke"}
