@@ -3,6 +3,7 @@ and score. Display code (tables, figures) lives in helpers/tables.py and helpers
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 import types
 from dataclasses import dataclass
@@ -354,8 +355,7 @@ def network_comparison(runs: dict[str, Run], finals: dict[str, dict]) -> dict:
                          "network_comparison matches them by epoch")
     out: dict = {"reference": first, "networks": {}}
     for name, r in runs.items():
-        seconds = [float(v) for v in r.logs.get("train_seconds", [])]
-        cumulative = [sum(seconds[:i + 1]) for i in range(len(seconds))]
+        cumulative = list(itertools.accumulate(float(v) for v in r.logs.get("train_seconds", [])))
         out["networks"][name] = {**models.describe(r.model.net), "net": r.model.cfg.net,
                                  "config": dataclasses.asdict(r.model.cfg), "precision": r.settings.precision,
                                  "epochs": len(r.epoch_loss), "steps": len(r.iter_loss),

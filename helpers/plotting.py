@@ -204,9 +204,9 @@ def network_samples_figure(runs: dict, comparison: dict):
     same = (comparison.get("same_steps") or {}).get("epoch")
     rows = {}
     for name, run in runs.items():
-        per_epoch = len(run.iter_loss) // max(len(run.epoch_loss), 1)
+        net = comparison["networks"][name]
+        label = "U-Net" if net["net"] == "unet" else "CNN"
         for epoch in sorted({e for e in (same, max(run.samples, default=None)) if e in run.samples}):
-            net = "U-Net" if run.model.cfg.net == "unet" else "CNN"
-            rows[f"{name} ({net}), {epoch * per_epoch:,} steps"] = run.samples[epoch]
+            rows[f"{name} ({label}), {epoch * net['steps_per_epoch']:,} steps"] = run.samples[epoch]
     return image_rows_figure(rows, title="Samples at the same number of steps and at the end of each run "
                                          "(the first 8 of each stored grid, the same noise)")

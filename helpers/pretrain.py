@@ -33,6 +33,8 @@ STUDY_RUNS = tuple((r.kind, r.preset) for r in study.RUNS)
 
 def study_runs(profile: str) -> tuple[tuple[str, str], ...]:
     return tuple((r.kind, r.preset) for r in study.runs(profile))
+
+
 RESULT_PREFIX = "[pretrain-result] "
 
 
@@ -115,8 +117,8 @@ def _tail(log_path: Path, chars: int = 1500) -> str:
 
 def run(profile: str, jobs: int | None = None, runs=None, log: Callable[[str], None] = print,
         log_dir: Path | None = None) -> list[dict]:
-    """Train `runs` (default: the study's runs of the profile) of `profile` with `jobs` worker processes (default: `default_jobs()`); return the
-    timings of each job. A failed job raises after the others have finished.
+    """Train `runs` of `profile` (default: the profile's runs of the study) with `jobs` worker processes
+    (default: `default_jobs()`); return the timings of each job. A failed job raises after the others have finished.
 
     Each worker writes its stdout and stderr into `log_dir/<kind>-<preset>.log` (default
     `log_folder(profile)`), never into a pipe that nobody reads while it runs (a pipe holds 64 KiB:

@@ -199,15 +199,13 @@ def network_table(comparison: dict):
     """The networks of `experiments.network_comparison` side by side: size, steps, training time and
     metrics, at the same number of steps (per-epoch evaluation) and at the end of each run (final)."""
     rows = {}
-    nets = comparison["networks"]
     same = comparison.get("same_steps")
-    for name, net in nets.items():
-        for when, steps, seconds, m in (
-                ("same steps", same and same["steps"],
-                 same and net["train_seconds_cumulative"][same["epoch"] - 1], same and same["models"][name]),
-                ("final", net["steps"], net["train_seconds"], net["final"])):
-            if not m:
-                continue
+    for name, net in comparison["networks"].items():
+        points = [("final", net["steps"], net["train_seconds"], net["final"])]
+        if same:
+            points.insert(0, ("same steps", same["steps"], net["train_seconds_cumulative"][same["epoch"] - 1],
+                              same["models"][name]))
+        for when, steps, seconds, m in points:
             rows[f"{name} ({net['net']}), {when}"] = {
                 "parameters": fmt("parameters", net["parameters"], False),
                 "MFLOP per image": fmt("mflops", net["mflops_per_image"], False),
