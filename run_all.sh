@@ -2,7 +2,7 @@
 # The study's two commands:
 #   ./run_all.sh [--profile NAME] [--only NAME ...] [-p NAME VALUE ...] [--fresh] [--jobs N] [--pretrain]
 #                                       regenerate every figure, table and the report (--help: every option)
-#   ./run_all.sh test [PYTEST ARGS ...] run the whole test suite
+#   ./run_all.sh test [PYTEST ARGS ...] lint, then the whole test suite (-m 'not slow': the fast loop)
 # Each sets up what it needs on a fresh machine: a virtual environment in .venv with the pinned
 # requirements (reused while requirements.txt and pyproject.toml are unchanged), unless an active
 # conda or virtual environment already has every pin; TeX for the report and Chromium for the
@@ -102,6 +102,10 @@ setup_env
 lab_overrides
 export PYTHONUNBUFFERED=1
 if [ "$MODE" = test ]; then
+  # The tree must be lint-clean and formatted (settings in pyproject.toml); a second, not a test run.
+  say "ruff check and ruff format --check"
+  "$PY" -m ruff check --quiet . && "$PY" -m ruff format --check --quiet . \
+    || die "ruff found problems (fix: $PY -m ruff check --fix . && $PY -m ruff format .)"
   say "running the test suite with $PY"
   exec "$PY" -m pytest "$@"
 fi

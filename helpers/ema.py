@@ -11,6 +11,7 @@ the raw weights exactly afterwards. `state_dict()` holds only tensors and plain 
 checkpoint with it loads under `torch.load(weights_only=True)`, and a resumed run continues the
 average bit for bit.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -66,17 +67,24 @@ class EMA:
             model.load_state_dict(raw)
 
     def state_dict(self) -> dict:
-        return {"decay": self.decay, "warmup": self.warmup, "updates": self.updates,
-                "shadow": {k: v.clone() for k, v in self.shadow.items()}}
+        return {
+            "decay": self.decay,
+            "warmup": self.warmup,
+            "updates": self.updates,
+            "shadow": {k: v.clone() for k, v in self.shadow.items()},
+        }
 
     def load_state_dict(self, state: dict) -> None:
         # A checkpoint from a different setting would silently change the average: refuse it.
         if (state["decay"], state["warmup"]) != (self.decay, self.warmup):
-            raise ValueError(f"ema_decay={state['decay']!r} (warmup={state['warmup']!r}) in the saved state is "
-                             f"not allowed here; expected ema_decay={self.decay!r} (warmup={self.warmup!r})")
+            raise ValueError(
+                f"ema_decay={state['decay']!r} (warmup={state['warmup']!r}) in the saved state is "
+                f"not allowed here; expected ema_decay={self.decay!r} (warmup={self.warmup!r})"
+            )
         if set(state["shadow"]) != set(self.shadow):
-            raise ValueError(f"the saved EMA state has parameters {sorted(state['shadow'])}; "
-                             f"expected {sorted(self.shadow)}")
+            raise ValueError(
+                f"the saved EMA state has parameters {sorted(state['shadow'])}; expected {sorted(self.shadow)}"
+            )
         for k, v in state["shadow"].items():
             self.shadow[k].copy_(v)
         self.updates = int(state["updates"])

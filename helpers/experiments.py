@@ -1,12 +1,12 @@
 """What the notebooks call: resolve and validate parameters, then train (or fetch from the cache)
 and score. Display code (tables, figures) lives in helpers/tables.py and helpers/plotting.py."""
+
 from __future__ import annotations
 
 import dataclasses
 import itertools
 import time
 import types
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +56,10 @@ def check_overrides_mapping(overrides: Any) -> None:
     if overrides is None:
         return
     if not isinstance(overrides, dict) or not all(isinstance(k, str) for k in overrides):
-        raise ValueError(f"overrides={overrides!r} is not allowed; expected a mapping of field names to "
-                         "values, e.g. {'lr': 1e-3, 'hidden': [32, 64, 32]}")
+        raise ValueError(
+            f"overrides={overrides!r} is not allowed; expected a mapping of field names to "
+            "values, e.g. {'lr': 1e-3, 'hidden': [32, 64, 32]}"
+        )
 
 
 # --------------------------------------------------------------------------- parameters
@@ -73,9 +75,15 @@ def check_params(namespace: dict | None = None, **params: Any) -> dict:
     against the notebook's DDPM `preset` (or its `cold_preset` when it has no DDPM preset).
     """
     if namespace is not None:
-        unknown = sorted(k for k, v in namespace.items() if not k.startswith("_") and k not in params
-                         and k not in _IPYTHON_NAMES and not isinstance(v, types.ModuleType)
-                         and not callable(v))
+        unknown = sorted(
+            k
+            for k, v in namespace.items()
+            if not k.startswith("_")
+            and k not in params
+            and k not in _IPYTHON_NAMES
+            and not isinstance(v, types.ModuleType)
+            and not callable(v)
+        )
         if unknown:
             raise ValueError(f"unknown parameter {unknown[0]!r}; this notebook takes {sorted(params)}")
     if params.get("profile") is not None:
@@ -91,9 +99,11 @@ def check_params(namespace: dict | None = None, **params: Any) -> dict:
     if "cold_variants" in params:
         variants = params["cold_variants"]
         if not isinstance(variants, (list, tuple)) or not all(
-                isinstance(v, str) and v in config.COLD_PRESETS for v in variants):
-            raise ValueError(f"cold_variants={variants!r} is not allowed; expected a list of "
-                             f"{sorted(config.COLD_PRESETS)}")
+            isinstance(v, str) and v in config.COLD_PRESETS for v in variants
+        ):
+            raise ValueError(
+                f"cold_variants={variants!r} is not allowed; expected a list of {sorted(config.COLD_PRESETS)}"
+            )
     if "seed" in params:
         config.check_int("seed", params["seed"], 0, config.MAX_SEED)
     if "device" in params:
@@ -114,14 +124,14 @@ def check_params(namespace: dict | None = None, **params: Any) -> dict:
 # --------------------------------------------------------------------------- training
 def precision_for(prof: config.Profile, device: str = "auto", requested: str = "profile") -> tuple[str, str]:
     """(precision, reason) of a run: the profile's choice unless the notebook asks for another."""
-    from .hardware import choose_precision
-    from .hardware import pick_device
+    from .hardware import choose_precision, pick_device
 
     return choose_precision(prof.precision if requested == "profile" else requested, pick_device(device).type)
 
 
-def evaluation_settings(prof: config.Profile, epochs: int, seed: int = 0,
-                        precision: str = "fp32", device: str = "auto") -> tuple[Any, dict]:
+def evaluation_settings(
+    prof: config.Profile, epochs: int, seed: int = 0, precision: str = "fp32", device: str = "auto"
+) -> tuple[Any, dict]:
     """The per-epoch FID / KID / IS hook of a profile: (evaluate function, TrainSettings fields)."""
     from . import metrics
 
@@ -132,9 +142,16 @@ def evaluation_settings(prof: config.Profile, epochs: int, seed: int = 0,
     return fn, {"eval_epochs": eval_epochs, "eval_key": key}
 
 
-def run_settings(kind: str, preset: str, prof: config.Profile, seed: int = 0, device: str = "auto",
-                 precision: str = "profile", evaluate: bool = True, **train_overrides: Any
-                 ) -> tuple[TrainSettings, Any]:
+def run_settings(
+    kind: str,
+    preset: str,
+    prof: config.Profile,
+    seed: int = 0,
+    device: str = "auto",
+    precision: str = "profile",
+    evaluate: bool = True,
+    **train_overrides: Any,
+) -> tuple[TrainSettings, Any]:
     """(TrainSettings, per-epoch evaluate function) of a preset under a profile.
 
     Budget and EMA come from the study's table (helpers/study.py): the cold-diffusion appendix
@@ -143,21 +160,35 @@ def run_settings(kind: str, preset: str, prof: config.Profile, seed: int = 0, de
     entry = study.study_run(kind, preset)
     epochs, limit = study.epochs_and_limit(prof, entry.budget)
     run_precision = precision_for(prof, device, precision)[0]
-    fn, eval_fields = (evaluation_settings(prof, epochs, seed, run_precision, device) if evaluate
-                       else (None, {}))
-    fields = dict(epochs=epochs, seed=seed, train_limit=limit,
-                  sample_epochs=tuple(e for e in prof.sample_epochs if e <= epochs), n_grid=prof.n_grid,
-                  precision=run_precision,
-                  ema_decay=prof.ema_decay if entry.ema else None)  # None where the profile keeps none
+    fn, eval_fields = evaluation_settings(prof, epochs, seed, run_precision, device) if evaluate else (None, {})
+    fields = dict(
+        epochs=epochs,
+        seed=seed,
+        train_limit=limit,
+        sample_epochs=tuple(e for e in prof.sample_epochs if e <= epochs),
+        n_grid=prof.n_grid,
+        precision=run_precision,
+        ema_decay=prof.ema_decay if entry.ema else None,
+    )  # None where the profile keeps none
     fields.update(eval_fields)
     fields.update(train_overrides)
     return TrainSettings(**fields), fn
 
 
-def train(kind: str, preset: str, profile: str | config.Profile | None = None, seed: int = 0,
-          overrides: dict | None = None, device: str = "auto", precision: str = "profile",
-          runs_dir: Path | None = None, progress: bool = True, evaluate: bool = True,
-          cached_only: bool = False, **train_overrides: Any) -> Run | None:
+def train(
+    kind: str,
+    preset: str,
+    profile: str | config.Profile | None = None,
+    seed: int = 0,
+    overrides: dict | None = None,
+    device: str = "auto",
+    precision: str = "profile",
+    runs_dir: Path | None = None,
+    progress: bool = True,
+    evaluate: bool = True,
+    cached_only: bool = False,
+    **train_overrides: Any,
+) -> Run | None:
     """Train a preset of a model kind ("ddpm" or "cold") under a profile, or return the finished run
     from the cache (with `cached_only`, None when it is not there: nothing is trained).
 
@@ -168,20 +199,34 @@ def train(kind: str, preset: str, profile: str | config.Profile | None = None, s
     prof = resolve_profile(profile)
     settings, fn = run_settings(kind, preset, prof, seed, device, precision, evaluate, **train_overrides)
     label = preset + (f"+{store.key_of(overrides, 6)}" if overrides else "")
-    return fit(KINDS[kind], cfg, settings, Optimiser.of(cfg), label=label,
-                         runs_dir=runs_dir, device=device, progress=progress, evaluate=fn,
-                         cached_only=cached_only)
+    return fit(
+        KINDS[kind],
+        cfg,
+        settings,
+        Optimiser.of(cfg),
+        label=label,
+        runs_dir=runs_dir,
+        device=device,
+        progress=progress,
+        evaluate=fn,
+        cached_only=cached_only,
+    )
 
 
-def cached_model(kind: str, cfg, profile: str | config.Profile | None, seed: int = 0,
-                 device: str = "auto", runs_dir: Path | None = None):
+def cached_model(
+    kind: str,
+    cfg,
+    profile: str | config.Profile | None,
+    seed: int = 0,
+    device: str = "auto",
+    runs_dir: Path | None = None,
+):
     """The trained model of configuration `cfg` if the profile's run of it is in the cache, else None.
     Never trains (the explorers use it)."""
     prof = resolve_profile(profile)
     for preset, known in KINDS[kind].presets.items():
         if known == cfg:
-            run = train(kind, preset, prof, seed, device=device, runs_dir=runs_dir, progress=False,
-                        cached_only=True)
+            run = train(kind, preset, prof, seed, device=device, runs_dir=runs_dir, progress=False, cached_only=True)
             return None if run is None else run.model
     return None
 
@@ -193,8 +238,15 @@ def sample_batch(model) -> int:
     return hardware.sampling_batch(next(model.parameters()).device)
 
 
-def generate(model, n: int, seed: int = 0, batch_size: int | None = None, progress: bool = True,
-             precision: str = "fp32", **sample_kw: Any) -> torch.Tensor:
+def generate(
+    model,
+    n: int,
+    seed: int = 0,
+    batch_size: int | None = None,
+    progress: bool = True,
+    precision: str = "fp32",
+    **sample_kw: Any,
+) -> torch.Tensor:
     """n samples from `model.sample` in batches (default: `sample_batch(model)`), from a generator of
     their own (model range, CPU)."""
     from tqdm.auto import tqdm
@@ -204,8 +256,7 @@ def generate(model, n: int, seed: int = 0, batch_size: int | None = None, progre
     gen = torch.Generator(device=dev).manual_seed(seed)
     parts = []
     with hardware.autocast(dev.type, precision):
-        for start in tqdm(range(0, n, batch_size), desc="generating", unit="batch", disable=not progress,
-                          leave=False):
+        for start in tqdm(range(0, n, batch_size), desc="generating", unit="batch", disable=not progress, leave=False):
             parts.append(model.sample(min(batch_size, n - start), generator=gen, **sample_kw).float().cpu())
     return torch.cat(parts)
 
@@ -220,8 +271,7 @@ def _result_key(**spec: Any) -> str:
     return store.key_of({**spec, "code": store.code_hash(["experiments"])})
 
 
-def final_metrics(run: Run, prof: config.Profile, seed: int = 0, progress: bool = True,
-                  use_ema: bool = False) -> dict:
+def final_metrics(run: Run, prof: config.Profile, seed: int = 0, progress: bool = True, use_ema: bool = False) -> dict:
     """FID / KID / IS (MNIST classifier) of `prof.final_samples` generated images against the test
     set, with bootstrap standard errors, and the Inception-v3 FID of the first
     `prof.inception_samples` of them; `sample_seconds` is the time to draw them. Cached in the run
@@ -231,22 +281,29 @@ def final_metrics(run: Run, prof: config.Profile, seed: int = 0, progress: bool 
     model = run.ema_model if use_ema else run.model
     if model is None:
         raise ValueError(f"use_ema=True but run {run.dir.name} kept no EMA weights")
-    spec = dict(what="final", run=run.key, n=prof.final_samples, inception=prof.inception_samples,
-                seed=seed, bootstrap=N_BOOTSTRAP, ema=use_ema, precision=run.settings.precision,
-                batch=sample_batch(model))
+    spec = dict(
+        what="final",
+        run=run.key,
+        n=prof.final_samples,
+        inception=prof.inception_samples,
+        seed=seed,
+        bootstrap=N_BOOTSTRAP,
+        ema=use_ema,
+        precision=run.settings.precision,
+        batch=sample_batch(model),
+    )
 
     def compute() -> dict:
         t0 = time.perf_counter()
-        images = generate(model, prof.final_samples, seed + FINAL_SEED_OFFSET, progress=progress,
-                          precision=run.settings.precision)
+        images = generate(
+            model, prof.final_samples, seed + FINAL_SEED_OFFSET, progress=progress, precision=run.settings.precision
+        )
         seconds = time.perf_counter() - t0
-        out = metrics.evaluate(images, "test", ("classifier",), n_bootstrap=N_BOOTSTRAP, seed=seed,
-                               strict_range=False)
+        out = metrics.evaluate(images, "test", ("classifier",), n_bootstrap=N_BOOTSTRAP, seed=seed, strict_range=False)
         out["sample_seconds"] = seconds
         if prof.inception_samples:
             k = min(prof.inception_samples, len(images))
-            out["inception"] = metrics.evaluate(images[:k], "test", ("inception",), seed=seed,
-                                                strict_range=False)
+            out["inception"] = metrics.evaluate(images[:k], "test", ("inception",), seed=seed, strict_range=False)
         return out
 
     return store.cached_json(run.dir / f"final-{_result_key(**spec)}.json", compute)
@@ -289,26 +346,45 @@ def ddim_sweep(run: Run, prof: config.Profile, seed: int = 0, progress: bool = T
     from . import metrics
 
     n = prof.ddim_samples
-    spec = dict(what="ddim", run=run.key, steps=list(prof.ddim_steps), etas=list(DDIM_ETAS), n=n, seed=seed,
-                bootstrap=N_BOOTSTRAP, timing=TIMING_SAMPLES, batch=sample_batch(run.model),
-                precision=run.settings.precision)
+    spec = dict(
+        what="ddim",
+        run=run.key,
+        steps=list(prof.ddim_steps),
+        etas=list(DDIM_ETAS),
+        n=n,
+        seed=seed,
+        bootstrap=N_BOOTSTRAP,
+        timing=TIMING_SAMPLES,
+        batch=sample_batch(run.model),
+        precision=run.settings.precision,
+    )
     T = run.model.T
     ddim = [(s, eta) for s in prof.ddim_steps if s <= T for eta in DDIM_ETAS]
 
     def timed(count: int, **kw) -> tuple[torch.Tensor, float]:
         t0 = time.perf_counter()
-        images = generate(run.model, count, seed + FINAL_SEED_OFFSET, progress=progress,
-                          precision=run.settings.precision, **kw)
+        images = generate(
+            run.model, count, seed + FINAL_SEED_OFFSET, progress=progress, precision=run.settings.precision, **kw
+        )
         return images, (time.perf_counter() - t0) / count
 
     def score(images: torch.Tensor) -> dict:
-        return metrics.evaluate(images, "test", ("classifier",), n_bootstrap=N_BOOTSTRAP, seed=seed,
-                                strict_range=False, log=lambda *_: None)
+        return metrics.evaluate(
+            images, "test", ("classifier",), n_bootstrap=N_BOOTSTRAP, seed=seed, strict_range=False, log=lambda *_: None
+        )
 
     def row(sampler: str, steps: int, eta, m: dict, seconds: float, timed_on: int) -> dict:
-        return {"sampler": sampler, "steps": steps, "eta": eta, "fid_classifier": m["fid_classifier"],
-                "fid_classifier_se": m["fid_classifier_se"], "is_classifier_mean": m["is_classifier_mean"],
-                "n": m["n"], "seconds_per_sample": seconds, "timed_on": timed_on}
+        return {
+            "sampler": sampler,
+            "steps": steps,
+            "eta": eta,
+            "fid_classifier": m["fid_classifier"],
+            "fid_classifier_se": m["fid_classifier_se"],
+            "is_classifier_mean": m["is_classifier_mean"],
+            "n": m["n"],
+            "seconds_per_sample": seconds,
+            "timed_on": timed_on,
+        }
 
     def compute() -> dict:
         if n == prof.final_samples:
@@ -334,8 +410,11 @@ def ema_comparison(run: Run) -> dict:
     """Raw against EMA weights at every evaluated epoch of a run that kept an EMA (same samples' noise)."""
     if not run.metrics_ema:
         raise ValueError(f"run {run.dir.name} has no EMA metrics (its settings have ema_decay=None)")
-    return {"preset": run.label, "decay": run.settings.ema_decay,
-            "per_epoch": {e: {"raw": run.metrics[e], "ema": run.metrics_ema[e]} for e in sorted(run.metrics)}}
+    return {
+        "preset": run.label,
+        "decay": run.settings.ema_decay,
+        "per_epoch": {e: {"raw": run.metrics[e], "ema": run.metrics_ema[e]} for e in sorted(run.metrics)},
+    }
 
 
 def network_comparison(runs: dict[str, Run], finals: dict[str, dict]) -> dict:
@@ -351,22 +430,32 @@ def network_comparison(runs: dict[str, Run], finals: dict[str, dict]) -> dict:
     first = next(iter(runs))
     steps_per_epoch = {name: len(r.iter_loss) // max(len(r.epoch_loss), 1) for name, r in runs.items()}
     if len(set(steps_per_epoch.values())) > 1:
-        raise ValueError(f"the runs take different steps per epoch ({steps_per_epoch}); "
-                         "network_comparison matches them by epoch")
+        raise ValueError(
+            f"the runs take different steps per epoch ({steps_per_epoch}); network_comparison matches them by epoch"
+        )
     out: dict = {"reference": first, "networks": {}}
     for name, r in runs.items():
         cumulative = list(itertools.accumulate(float(v) for v in r.logs.get("train_seconds", [])))
-        out["networks"][name] = {**models.describe(r.model.net), "net": r.model.cfg.net,
-                                 "config": dataclasses.asdict(r.model.cfg), "precision": r.settings.precision,
-                                 "epochs": len(r.epoch_loss), "steps": len(r.iter_loss),
-                                 "steps_per_epoch": steps_per_epoch[name],
-                                 "train_seconds": cumulative[-1] if cumulative else None,
-                                 "train_seconds_cumulative": cumulative, "final": finals[name]}
+        out["networks"][name] = {
+            **models.describe(r.model.net),
+            "net": r.model.cfg.net,
+            "config": dataclasses.asdict(r.model.cfg),
+            "precision": r.settings.precision,
+            "epochs": len(r.epoch_loss),
+            "steps": len(r.iter_loss),
+            "steps_per_epoch": steps_per_epoch[name],
+            "train_seconds": cumulative[-1] if cumulative else None,
+            "train_seconds_cumulative": cumulative,
+            "final": finals[name],
+        }
     ref = runs[first]
     shortest = min(len(r.epoch_loss) for r in runs.values())
     if shortest in ref.metrics and all(shortest in r.metrics for r in runs.values()):
-        out["same_steps"] = {"epoch": shortest, "steps": shortest * steps_per_epoch[first],
-                             "models": {name: r.metrics[shortest] for name, r in runs.items()}}
+        out["same_steps"] = {
+            "epoch": shortest,
+            "steps": shortest * steps_per_epoch[first],
+            "models": {name: r.metrics[shortest] for name, r in runs.items()},
+        }
     ref_time = out["networks"][first]["train_seconds_cumulative"]
     matched = {}
     for name in runs:
@@ -374,9 +463,13 @@ def network_comparison(runs: dict[str, Run], finals: dict[str, dict]) -> dict:
             continue
         target = out["networks"][name]["train_seconds"]
         epoch = min(ref.metrics, key=lambda e: abs(ref_time[e - 1] - target))
-        matched[name] = {"epoch": epoch, "steps": epoch * steps_per_epoch[first],
-                         "train_seconds": ref_time[epoch - 1], "reference": ref.metrics[epoch],
-                         "other": runs[name].metrics.get(max(runs[name].metrics, default=0))}
+        matched[name] = {
+            "epoch": epoch,
+            "steps": epoch * steps_per_epoch[first],
+            "train_seconds": ref_time[epoch - 1],
+            "reference": ref.metrics[epoch],
+            "other": runs[name].metrics.get(max(runs[name].metrics, default=0)),
+        }
     if matched:
         out["same_time"] = matched
     return out
@@ -397,8 +490,9 @@ def cold_reconstruction_metrics(run: Run, prof: config.Profile, seed: int = 0) -
         images = cold.reconstructions(run.model, x)
 
         def fid(im):
-            return metrics.evaluate(im, "test", ("classifier",), seed=seed, strict_range=False,
-                                    log=lambda *_: None)["fid_classifier"]
+            return metrics.evaluate(im, "test", ("classifier",), seed=seed, strict_range=False, log=lambda *_: None)[
+                "fid_classifier"
+            ]
 
         return cold.reconstruction_metrics(x.cpu(), images, fid_fn=fid)
 

@@ -6,12 +6,13 @@ wrappers (which need no kernel to be built either) only wire a slider and dropdo
 place, which is fast enough to follow a dragged slider (no matplotlib figure is rebuilt per step).
 Each explorer also draws a static matplotlib figure at fixed steps for headless (papermill) runs.
 """
+
 from __future__ import annotations
 
 import contextlib
 import copy
 import dataclasses
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import ipywidgets as widgets
 import torch
@@ -73,14 +74,16 @@ def cold_config(base: ColdConfig, axis: str, group: int, schedule: str) -> ColdC
 
 
 @torch.no_grad()
-def degradation_frame(images: torch.Tensor, cfg: ColdConfig, t: int,
-                      model: ColdDiffusion | None = None) -> Frame:
+def degradation_frame(images: torch.Tensor, cfg: ColdConfig, t: int, model: ColdDiffusion | None = None) -> Frame:
     """D(x, t) of `images` under `cfg` and, when a trained `model` of that configuration is given, its
     direct reconstruction R(D(x, t), t) and its Algorithm 2 restoration started from step t."""
     if model is not None and model.cfg != cfg:
         raise ValueError(f"model is trained for {model.cfg}, not for the chosen {cfg}")
-    op = model.degradation if model is not None else RowColumnAveraging(
-        cfg.axis, cfg.group, cfg.schedule, cfg.schedule_seed)
+    op = (
+        model.degradation
+        if model is not None
+        else RowColumnAveraging(cfg.axis, cfg.group, cfg.schedule, cfg.schedule_seed)
+    )
     t = _check_step(t, op.T)
     dev = op.order.device
     z = op.degrade(images.to(dev), t)
@@ -89,7 +92,7 @@ def degradation_frame(images: torch.Tensor, cfg: ColdConfig, t: int,
         rows["direct R(D(x, t), t)"] = model.sample_from(z, "direct", start=t)
         rows["Algorithm 2 from t"] = model.sample_from(z, "algorithm2", start=t)
     shown = " | ".join(rows) if model is not None else "D(x, t) only (no trained model of this configuration)"
-    label = (f"t = {t} of T = {op.T} · {cfg.axis}, {op.T} steps, {cfg.schedule} · rows: {shown}")
+    label = f"t = {t} of T = {op.T} · {cfg.axis}, {op.T} steps, {cfg.schedule} · rows: {shown}"
     return Frame({k: v.float().cpu() for k, v in rows.items()}, label)
 
 
@@ -97,8 +100,7 @@ class DegradationExplorer:
     """Row/column averaging of a few test digits under any axis, grouping and schedule, with the
     reconstructions of a trained model when `find_model(cfg)` returns one (None: not trained)."""
 
-    def __init__(self, images: torch.Tensor, find_model: FindModel | None = None,
-                 base: ColdConfig = ColdConfig()):
+    def __init__(self, images: torch.Tensor, find_model: FindModel | None = None, base: ColdConfig = ColdConfig()):
         self.images, self.base = images, base
         self.find_model = find_model or (lambda cfg: None)
         self._models: dict[ColdConfig, ColdDiffusion | None] = {}
@@ -121,20 +123,28 @@ class DegradationExplorer:
         """A static figure of the base configuration at `steps` evenly spaced t (headless runs)."""
         cfg = self.base
         T = cfg.T
-        return frames_figure([self.frame(cfg.axis, cfg.group, cfg.schedule, round(j * T / (steps - 1)))
-                              for j in range(steps)], f"cold diffusion, {cfg.axis}, T = {T}, {cfg.schedule}")
+        return frames_figure(
+            [self.frame(cfg.axis, cfg.group, cfg.schedule, round(j * T / (steps - 1))) for j in range(steps)],
+            f"cold diffusion, {cfg.axis}, T = {T}, {cfg.schedule}",
+        )
 
-    def widget(self, t: int | None = None) -> "ExplorerBox":
+    def widget(self, t: int | None = None) -> ExplorerBox:
         """The live explorer: dropdowns for the choices, a slider over t = 0..T, the image, a readout."""
         b = self.base
         axis = widgets.Dropdown(options=list(AXES), value=b.axis, description="axis")
         group = widgets.Dropdown(options=list(GROUPS.items()), value=b.group, description="grouping")
         schedule = widgets.Dropdown(options=list(SCHEDULES), value=b.schedule, description="schedule")
         choices = lambda: (axis.value, group.value, schedule.value)  # noqa: E731
-        slider = widgets.IntSlider(value=b.T // 2 if t is None else _check_step(t, b.T), min=0, max=b.T,
-                                   description="t", continuous_update=True)
-        box = ExplorerBox("degradation explorer", slider,
-                          lambda: self.frame(*choices(), slider.value), [axis, group, schedule])
+        slider = widgets.IntSlider(
+            value=b.T // 2 if t is None else _check_step(t, b.T),
+            min=0,
+            max=b.T,
+            description="t",
+            continuous_update=True,
+        )
+        box = ExplorerBox(
+            "degradation explorer", slider, lambda: self.frame(*choices(), slider.value), [axis, group, schedule]
+        )
 
         def resize(_):
             # Keep the same fraction of T; move value and max in the order that never clamps the value.
@@ -169,7 +179,8 @@ class DDPMExplorer:
         if model is not None:
             dev = model.noising.beta.device
             _, states = _inference_view(model).sample(
-                n or len(images), generator=torch.Generator(dev).manual_seed(seed), keep=range(self.T + 1))
+                n or len(images), generator=torch.Generator(dev).manual_seed(seed), keep=range(self.T + 1)
+            )
             self.trajectory = {t: z.float().cpu() for t, z in states.items()}
 
     @property
@@ -190,9 +201,14 @@ class DDPMExplorer:
         ts = [round(j * self.T / (steps - 1)) for j in range(steps)]
         return frames_figure([self.frame(t) for t in ts], f"DDPM, T = {self.T}")
 
-    def widget(self, t: int | None = None) -> "ExplorerBox":
-        slider = widgets.IntSlider(value=self.T if t is None else _check_step(t, self.T), min=0, max=self.T,
-                                   description="t", continuous_update=True)
+    def widget(self, t: int | None = None) -> ExplorerBox:
+        slider = widgets.IntSlider(
+            value=self.T if t is None else _check_step(t, self.T),
+            min=0,
+            max=self.T,
+            description="t",
+            continuous_update=True,
+        )
         return ExplorerBox("DDPM explorer", slider, lambda: self.frame(slider.value))
 
 
@@ -204,15 +220,17 @@ def frames_figure(frames: Iterable[Frame], title: str = ""):
     frames = list(frames)
     n_rows, (h, w) = len(frames[0].rows), frames[0].grid.shape
     width = 2.8  # inches per panel; the height follows the grid's aspect, plus room for the titles
-    fig, axes = plt.subplots(1, len(frames), figsize=(width * len(frames) + 1.2, width * h / w + 0.8),
-                             squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        1, len(frames), figsize=(width * len(frames) + 1.2, width * h / w + 0.8), squeeze=False, layout="constrained"
+    )
     for ax, f in zip(axes[0], frames):
         ax.imshow(f.grid.numpy(), cmap="gray", vmin=0, vmax=1)
         ax.set_title(f.label.split(" · ")[0], fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
-    axes[0][0].set_yticks([(i + 0.5) * frames[0].grid.shape[0] / n_rows for i in range(n_rows)],
-                          list(frames[0].rows), fontsize=8)
+    axes[0][0].set_yticks(
+        [(i + 0.5) * frames[0].grid.shape[0] / n_rows for i in range(n_rows)], list(frames[0].rows), fontsize=8
+    )
     if title:
         fig.suptitle(title)
     return fig

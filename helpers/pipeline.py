@@ -11,6 +11,7 @@ record in results/<profile>/pipeline.json.
 Checking the arguments (`validate`) needs only the standard library, so run_all.sh calls
 `python3 -m helpers.pipeline --check-args ...` before any environment exists.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,7 +23,7 @@ import platform
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,27 +49,50 @@ class NotebookFailed(PipelineError):
 # --------------------------------------------------------------------------- arguments (stdlib only)
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
-        prog="./run_all.sh", allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="./run_all.sh",
+        allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Regenerate every figure, table and the report of the study.\n"
-                    "`./run_all.sh test [PYTEST ARGS ...]` runs the test suite instead.",
+        "`./run_all.sh test [PYTEST ARGS ...]` runs the test suite instead.",
         epilog="examples:\n  ./run_all.sh --profile smoke\n  ./run_all.sh --only 01_ddpm -p preset testing\n"
-               "  ./run_all.sh --only 01_ddpm -p overrides \"{'lr': 1e-3}\" --fresh\n"
-               "  ./run_all.sh --only report")
-    ap.add_argument("--profile", metavar="NAME",
-                    help=f"one of {sorted(config.PROFILES)}; default: full with CUDA, quick without")
-    ap.add_argument("--only", nargs="*", metavar="NAME",
-                    help=f"run only these notebooks (file stems such as 01_ddpm) and/or {REPORT!r}; "
-                         "the report is built only when it is named here or --only is not given")
-    ap.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                    help="set a parameter of every selected notebook that declares it (papermill-style; "
-                         "VALUE is a Python literal or else a plain string); repeatable")
-    ap.add_argument("--fresh", action="store_true",
-                    help="ignore cached runs and results: retrain and recompute what the notebooks touch")
-    ap.add_argument("--jobs", default="auto", metavar="N",
-                    help="training processes of the pre-training stage: an integer >= 1 or 'auto' "
-                         "(1 on a CPU, where the stage is skipped; on CUDA what the GPU holds)")
-    ap.add_argument("--pretrain", action="store_true",
-                    help="train every run of the study before the notebooks even with --jobs 1")
+        "  ./run_all.sh --only 01_ddpm -p overrides \"{'lr': 1e-3}\" --fresh\n"
+        "  ./run_all.sh --only report",
+    )
+    ap.add_argument(
+        "--profile", metavar="NAME", help=f"one of {sorted(config.PROFILES)}; default: full with CUDA, quick without"
+    )
+    ap.add_argument(
+        "--only",
+        nargs="*",
+        metavar="NAME",
+        help=f"run only these notebooks (file stems such as 01_ddpm) and/or {REPORT!r}; "
+        "the report is built only when it is named here or --only is not given",
+    )
+    ap.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="set a parameter of every selected notebook that declares it (papermill-style; "
+        "VALUE is a Python literal or else a plain string); repeatable",
+    )
+    ap.add_argument(
+        "--fresh",
+        action="store_true",
+        help="ignore cached runs and results: retrain and recompute what the notebooks touch",
+    )
+    ap.add_argument(
+        "--jobs",
+        default="auto",
+        metavar="N",
+        help="training processes of the pre-training stage: an integer >= 1 or 'auto' "
+        "(1 on a CPU, where the stage is skipped; on CUDA what the GPU holds)",
+    )
+    ap.add_argument(
+        "--pretrain", action="store_true", help="train every run of the study before the notebooks even with --jobs 1"
+    )
     ap.add_argument("--check-args", action="store_true", help=argparse.SUPPRESS)
     return ap
 
@@ -129,8 +153,10 @@ def validate(argv: list[str] | None = None) -> dict:
             raise ValueError("-p profile: give the profile with --profile")
         declared = set().union(*(declared_parameters(b) for b in books)) if books else set()
         if name not in declared:
-            raise ValueError(f"-p {name}: no selected notebook ({', '.join(b.stem for b in books) or 'none'}) "
-                             f"declares it; expected one of {sorted(declared - {'profile'})}")
+            raise ValueError(
+                f"-p {name}: no selected notebook ({', '.join(b.stem for b in books) or 'none'}) "
+                f"declares it; expected one of {sorted(declared - {'profile'})}"
+            )
         params[name] = parse_value(text)
 
     jobs = args.jobs
@@ -138,8 +164,16 @@ def validate(argv: list[str] | None = None) -> dict:
         if not jobs.isdigit() or int(jobs) < 1:
             raise ValueError(f"--jobs={jobs!r} is not allowed; expected 'auto' or an integer >= 1")
         jobs = int(jobs)
-    return {"profile": args.profile, "books": books, "params": params, "report": report, "jobs": jobs,
-            "fresh": args.fresh, "pretrain": args.pretrain, "check_only": args.check_args}
+    return {
+        "profile": args.profile,
+        "books": books,
+        "params": params,
+        "report": report,
+        "jobs": jobs,
+        "fresh": args.fresh,
+        "pretrain": args.pretrain,
+        "check_only": args.check_args,
+    }
 
 
 def book_parameters(book: Path, profile: str | None, params: dict) -> dict:
@@ -179,8 +213,15 @@ def execute(book: Path, params: dict, out_dir: Path) -> Path:
     out, failed = out_dir / book.name, out_dir / "failed" / book.name
     with store.atomic_path(out) as tmp:
         try:
-            papermill.execute_notebook(str(book), str(tmp), parameters=params, cwd=str(book.parent),
-                                       kernel_name="python3", progress_bar=False, config=Config(KERNEL_CONFIG))
+            papermill.execute_notebook(
+                str(book),
+                str(tmp),
+                parameters=params,
+                cwd=str(book.parent),
+                kernel_name="python3",
+                progress_bar=False,
+                config=Config(KERNEL_CONFIG),
+            )
         except Exception as exc:
             where = "its kernel stopped"
             if isinstance(exc, papermill.PapermillExecutionError):
@@ -222,23 +263,39 @@ def write_record(profile: str, started: float, timings: dict, params: dict, pret
     except (OSError, AttributeError, store.CorruptFile):
         earlier = {}
     caps = hardware.capabilities()
-    precision, reason = experiments.precision_for(config.profile(profile), params.get("device", "auto"),
-                                             params.get("precision", "profile"))
-    stamp = lambda t: datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")  # noqa: E731
+    precision, reason = experiments.precision_for(
+        config.profile(profile), params.get("device", "auto"), params.get("precision", "profile")
+    )
+    stamp = lambda t: datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")  # noqa: E731
     finished = time.time()
-    return results.save(profile, "pipeline", {
-        "started": stamp(started), "finished": stamp(finished), "wall_seconds": round(finished - started, 1),
-        "notebooks": {**earlier, **timings}, "pretrain": pretrain, "git": _git(), "device": caps.get("gpu") or caps["cpu"],
-        "precision": precision, "precision_reason": reason, "sampling_batch": hardware.sampling_batch(
-            params.get("device", "auto")), "python": platform.python_version(), "torch": torch.__version__})
+    return results.save(
+        profile,
+        "pipeline",
+        {
+            "started": stamp(started),
+            "finished": stamp(finished),
+            "wall_seconds": round(finished - started, 1),
+            "notebooks": {**earlier, **timings},
+            "pretrain": pretrain,
+            "git": _git(),
+            "device": caps.get("gpu") or caps["cpu"],
+            "precision": precision,
+            "precision_reason": reason,
+            "sampling_batch": hardware.sampling_batch(params.get("device", "auto")),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+        },
+    )
 
 
 def _pretrain_module():
     # Looked up in this package's own folder: an editable install of another checkout would
     # otherwise answer for a module this one lacks.
     if not Path(__file__).with_name("pretrain.py").is_file():
-        raise PipelineError("the pre-training stage needs helpers/pretrain.py, which this checkout lacks; "
-                            "run without --pretrain and with --jobs 1")
+        raise PipelineError(
+            "the pre-training stage needs helpers/pretrain.py, which this checkout lacks; "
+            "run without --pretrain and with --jobs 1"
+        )
     return importlib.import_module(f"{__package__}.pretrain")
 
 
@@ -256,8 +313,9 @@ def build_report(profile: str) -> None:
     print(f"[report] building report/{profile}/report.pdf", flush=True)
     r = subprocess.run([sys.executable, "-m", "helpers.report", "--profile", profile], cwd=config.ROOT)
     if r.returncode != 0:
-        raise PipelineError(f"the report build failed (python -m helpers.report --profile {profile}, "
-                           f"exit status {r.returncode})")
+        raise PipelineError(
+            f"the report build failed (python -m helpers.report --profile {profile}, exit status {r.returncode})"
+        )
 
 
 def run(plan: dict) -> None:
@@ -280,8 +338,11 @@ def run(plan: dict) -> None:
         jobs = resolve_jobs(plan["jobs"])
         if (jobs > 1 or plan["pretrain"]) and plan["params"]:
             # The stage trains the study's runs with the notebooks' defaults; -p may ask for others.
-            print(f"[pretrain] skipped: -p {', '.join(sorted(plan['params']))} may change which runs the "
-                  "notebooks need, so they train them themselves", flush=True)
+            print(
+                f"[pretrain] skipped: -p {', '.join(sorted(plan['params']))} may change which runs the "
+                "notebooks need, so they train them themselves",
+                flush=True,
+            )
         elif jobs > 1 or plan["pretrain"]:
             print(f"[pretrain] training every run of the study with {jobs} process(es)", flush=True)
             t0 = time.perf_counter()
@@ -297,7 +358,7 @@ def run(plan: dict) -> None:
             params = book_parameters(book, name, plan["params"])
             print(f"[{book.stem}] running with {params}", flush=True)
             t0 = time.perf_counter()
-            seconds = lambda: round(time.perf_counter() - t0, 1)  # noqa: E731
+            seconds = lambda t0=t0: round(time.perf_counter() - t0, 1)  # noqa: E731
             try:
                 out = execute(book, params, out_dir)
             except NotebookFailed:

@@ -1,4 +1,5 @@
 """Figures of the study. Every figure is written atomically under Plots/<profile>/."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -46,8 +47,7 @@ def loss_figure(run, title: str = ""):
     per_epoch = len(it) // max(len(run.epoch_loss), 1)
     fig, ax = plt.subplots(figsize=(7, 3.5))
     ax.plot(range(1, len(it) + 1), it, lw=0.5, alpha=0.5, label="per iteration")
-    ax.plot([per_epoch * (e + 1) for e in range(len(run.epoch_loss))], run.epoch_loss, "o-",
-            label="epoch mean")
+    ax.plot([per_epoch * (e + 1) for e in range(len(run.epoch_loss))], run.epoch_loss, "o-", label="epoch mean")
     ax.set(xlabel="iteration", ylabel="training loss", yscale="log", title=title)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend()
@@ -65,8 +65,9 @@ def samples_figure(samples: dict[int, torch.Tensor], title: str = "", ncol: int 
     """One panel per epoch of the stored sample grids."""
     epochs = sorted(samples)
     # constrained layout gives the suptitle its own room above the panel titles
-    fig, axes = plt.subplots(1, len(epochs), figsize=(3.2 * len(epochs), 2.0 + 0.2 * ncol / 4),
-                             squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        1, len(epochs), figsize=(3.2 * len(epochs), 2.0 + 0.2 * ncol / 4), squeeze=False, layout="constrained"
+    )
     for ax, epoch in zip(axes[0], epochs):
         ax.imshow(image_grid(samples[epoch], ncol=ncol // 2), cmap="gray", vmin=0, vmax=1)
         ax.set_title(f"epoch {epoch}")
@@ -85,8 +86,7 @@ def _epoch_axis(ax, epochs) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
 
 
-def metric_figure(runs: dict, metric: str, floor: float | None = None, title: str = "",
-                  floor_n: int | None = None):
+def metric_figure(runs: dict, metric: str, floor: float | None = None, title: str = "", floor_n: int | None = None):
     """A metric measured during training, against the epoch, one line per run.
 
     `runs` maps a label to a Run; `floor` draws the real-data value of the same metric, scored on
@@ -97,18 +97,27 @@ def metric_figure(runs: dict, metric: str, floor: float | None = None, title: st
     for label, run in runs.items():
         epochs = sorted(run.metrics)
         values = [run.metrics[e][metric] for e in epochs]
-        line, = ax.plot(epochs, values, "o-", label=label)
+        (line,) = ax.plot(epochs, values, "o-", label=label)
         std_key = metric.replace("_mean", "_std")
         if std_key != metric and all(std_key in run.metrics[e] for e in epochs):
             std = [run.metrics[e][std_key] for e in epochs]
-            ax.fill_between(epochs, [v - s for v, s in zip(values, std)],
-                            [v + s for v, s in zip(values, std)], color=line.get_color(), alpha=0.2)
+            ax.fill_between(
+                epochs,
+                [v - s for v, s in zip(values, std)],
+                [v + s for v, s in zip(values, std)],
+                color=line.get_color(),
+                alpha=0.2,
+            )
     if floor is not None:
-        ax.axhline(floor, color="k", ls="--", lw=1,
-                   label="real data" + (f" (n = {floor_n})" if floor_n is not None else ""))
+        ax.axhline(
+            floor, color="k", ls="--", lw=1, label="real data" + (f" (n = {floor_n})" if floor_n is not None else "")
+        )
     n = next(iter(next(iter(runs.values())).metrics.values()), {}).get("n", "?")
-    ax.set(xlabel="epoch", ylabel=METRIC_LABELS.get(metric, metric),
-           title=title or f"{METRIC_LABELS.get(metric, metric)} per epoch ({n} samples)")
+    ax.set(
+        xlabel="epoch",
+        ylabel=METRIC_LABELS.get(metric, metric),
+        title=title or f"{METRIC_LABELS.get(metric, metric)} per epoch ({n} samples)",
+    )
     _epoch_axis(ax, all_epochs)
     ax.legend()
     return fig
@@ -133,8 +142,7 @@ def degradation_figure(degradations: dict, image: torch.Tensor, columns: int = 8
 
 def image_rows_figure(rows: dict[str, torch.Tensor], ncol: int = 8, title: str = ""):
     """Labelled rows of images (label -> (N, 1, 28, 28) in the model range), first `ncol` of each."""
-    fig, axes = plt.subplots(len(rows), 1, figsize=(1.1 * ncol, 1.3 * len(rows)), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(len(rows), 1, figsize=(1.1 * ncol, 1.3 * len(rows)), squeeze=False, layout="constrained")
     for ax, (label, images) in zip(axes[:, 0], rows.items()):
         ax.imshow(image_grid(images[:ncol], ncol), cmap="gray", vmin=0, vmax=1)
         ax.set_ylabel(label, rotation=0, ha="right", va="center")
@@ -149,9 +157,13 @@ def class_histogram_figure(results: dict[str, dict]):
     """Predicted-class shares of generated digits, one bar group per model (label -> metrics result)."""
     import pandas as pd
 
-    frame = pd.DataFrame([
-        {"model": label, "digit": d, "share": c / max(sum(r["class_counts"]), 1)}
-        for label, r in results.items() for d, c in enumerate(r["class_counts"])])
+    frame = pd.DataFrame(
+        [
+            {"model": label, "digit": d, "share": c / max(sum(r["class_counts"]), 1)}
+            for label, r in results.items()
+            for d, c in enumerate(r["class_counts"])
+        ]
+    )
     fig, ax = plt.subplots(figsize=(8, 3.5))
     sns.barplot(frame, x="digit", y="share", hue="model", ax=ax)
     ax.axhline(0.1, color="k", ls="--", lw=1)
@@ -166,17 +178,37 @@ def ddim_figure(sweep: dict):
     rows = sweep["rows"]
     for eta in sorted({r["eta"] for r in rows if r["sampler"] == "ddim"}):
         pts = sorted((r for r in rows if r["sampler"] == "ddim" and r["eta"] == eta), key=lambda r: r["steps"])
-        ax.errorbar([r["steps"] for r in pts], [r["fid_classifier"] for r in pts],
-                    yerr=[r.get("fid_classifier_se") or 0 for r in pts], fmt="o-", capsize=3,
-                    label=f"DDIM, eta = {eta:g}")
+        ax.errorbar(
+            [r["steps"] for r in pts],
+            [r["fid_classifier"] for r in pts],
+            yerr=[r.get("fid_classifier_se") or 0 for r in pts],
+            fmt="o-",
+            capsize=3,
+            label=f"DDIM, eta = {eta:g}",
+        )
     for r in rows:
         if r["sampler"] == "prince":
-            ax.errorbar([r["steps"]], [r["fid_classifier"]], yerr=[r.get("fid_classifier_se") or 0], fmt="ks",
-                        capsize=3, label=f"ancestral (Prince 18.2), {r['steps']} steps")
-        ax.annotate(f"{r['seconds_per_sample']:.2g} s", (r["steps"], r["fid_classifier"]),
-                    textcoords="offset points", xytext=(4, 4), fontsize=7)
-    ax.set(xscale="log", xlabel="sampling steps", ylabel=METRIC_LABELS.get("fid_classifier", "FID"),
-           title=f"FID against sampling steps ({sweep['n']} samples each; labels: time per sample)")
+            ax.errorbar(
+                [r["steps"]],
+                [r["fid_classifier"]],
+                yerr=[r.get("fid_classifier_se") or 0],
+                fmt="ks",
+                capsize=3,
+                label=f"ancestral (Prince 18.2), {r['steps']} steps",
+            )
+        ax.annotate(
+            f"{r['seconds_per_sample']:.2g} s",
+            (r["steps"], r["fid_classifier"]),
+            textcoords="offset points",
+            xytext=(4, 4),
+            fontsize=7,
+        )
+    ax.set(
+        xscale="log",
+        xlabel="sampling steps",
+        ylabel=METRIC_LABELS.get("fid_classifier", "FID"),
+        title=f"FID against sampling steps ({sweep['n']} samples each; labels: time per sample)",
+    )
     ax.legend(fontsize=8)
     return fig
 
@@ -191,8 +223,11 @@ def ema_figure(comparison: dict, metric: str = "fid_classifier"):
         values = [per_epoch[e if e in per_epoch else str(e)][which][metric] for e in epochs]
         ax.plot(epochs, values, "o-", label=label)
     first = per_epoch[epochs[0] if epochs[0] in per_epoch else str(epochs[0])]["raw"]
-    ax.set(xlabel="epoch", ylabel=METRIC_LABELS.get(metric, metric),
-           title=f"{METRIC_LABELS.get(metric, metric)} per epoch, raw against EMA ({first.get('n', '?')} samples)")
+    ax.set(
+        xlabel="epoch",
+        ylabel=METRIC_LABELS.get(metric, metric),
+        title=f"{METRIC_LABELS.get(metric, metric)} per epoch, raw against EMA ({first.get('n', '?')} samples)",
+    )
     _epoch_axis(ax, epochs)
     ax.legend()
     return fig
@@ -208,5 +243,8 @@ def network_samples_figure(runs: dict, comparison: dict):
         label = "U-Net" if net["net"] == "unet" else "CNN"
         for epoch in sorted({e for e in (same, max(run.samples, default=None)) if e in run.samples}):
             rows[f"{name} ({label}), {epoch * net['steps_per_epoch']:,} steps"] = run.samples[epoch]
-    return image_rows_figure(rows, title="Samples at the same number of steps and at the end of each run "
-                                         "(the first 8 of each stored grid, the same noise)")
+    return image_rows_figure(
+        rows,
+        title="Samples at the same number of steps and at the end of each run "
+        "(the first 8 of each stored grid, the same noise)",
+    )

@@ -13,6 +13,7 @@ metrics (cold diffusion) or the DDIM sweep and the EMA's final metrics (the defa
 writes its output into a log file and ends it with one JSON line of timings; `run` collects them and
 appends each to jobs.jsonl as the job finishes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from . import config, study
 
@@ -58,8 +59,12 @@ def work(kind: str, preset: str, profile: str, seed: int = 0) -> dict:
     out = {"kind": kind, "preset": preset}
     t0 = time.perf_counter()
     run = experiments.train(kind, preset, prof, seed=seed, progress=False)
-    out.update(train_seconds=round(time.perf_counter() - t0, 2), cached=run.cached,
-               device=str(next(run.model.parameters()).device), precision=run.settings.precision)
+    out.update(
+        train_seconds=round(time.perf_counter() - t0, 2),
+        cached=run.cached,
+        device=str(next(run.model.parameters()).device),
+        precision=run.settings.precision,
+    )
     t0 = time.perf_counter()
     final = experiments.final_metrics(run, prof, seed=seed, progress=False)
     out["final_seconds"] = round(time.perf_counter() - t0, 2)
@@ -105,7 +110,7 @@ def _result_of(log_path: Path) -> dict | None:
     with open(log_path, encoding="utf-8", errors="replace") as f:
         for line in f:
             if line.startswith(RESULT_PREFIX):
-                found = line[len(RESULT_PREFIX):]
+                found = line[len(RESULT_PREFIX) :]
     return json.loads(found) if found is not None else None
 
 
@@ -115,8 +120,9 @@ def _tail(log_path: Path, chars: int = 1500) -> str:
         return f.read().decode("utf-8", errors="replace").strip()[-chars:]
 
 
-def run(profile: str, jobs: int | None = None, runs=None, log: Callable[[str], None] = print,
-        log_dir: Path | None = None) -> list[dict]:
+def run(
+    profile: str, jobs: int | None = None, runs=None, log: Callable[[str], None] = print, log_dir: Path | None = None
+) -> list[dict]:
     """Train `runs` of `profile` (default: the profile's runs of the study) with `jobs` worker processes
     (default: `default_jobs()`); return the timings of each job. A failed job raises after the others have finished.
 
@@ -149,9 +155,14 @@ def run(profile: str, jobs: int | None = None, runs=None, log: Callable[[str], N
             slot = free_slots.pop(0)
             out_path = folder / f"{kind}-{preset}.log"
             with open(out_path, "wb") as out:
-                proc = subprocess.Popen(worker_command(kind, preset, profile), env=_env(slot, jobs, gpus),
-                                        cwd=config.ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL)
+                proc = subprocess.Popen(
+                    worker_command(kind, preset, profile),
+                    env=_env(slot, jobs, gpus),
+                    cwd=config.ROOT,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                )
             running.append((proc, f"{kind}:{preset}", slot, out_path, time.perf_counter()))
             log(f"[pretrain] started {kind}:{preset} (slot {slot}, output in {out_path})")
         time.sleep(0.2)
@@ -168,14 +179,17 @@ def run(profile: str, jobs: int | None = None, runs=None, log: Callable[[str], N
                 result = None
             if proc.returncode != 0 or result is None:
                 failed.append(f"{name}: exit {proc.returncode}: {_tail(out_path)}")
-                record({"job": name, "status": "failed", "exit": proc.returncode, "seconds": seconds,
-                        "log": out_path.name})
+                record(
+                    {"job": name, "status": "failed", "exit": proc.returncode, "seconds": seconds, "log": out_path.name}
+                )
                 log(f"[pretrain] {name} failed (exit {proc.returncode}); its output is in {out_path}")
                 continue
             results.append(result)
             record({"job": name, "status": "ok", "seconds": seconds, **result})
-            log(f"[pretrain] {name}: trained in {result['train_seconds']:.1f} s (from cache: {result['cached']}), "
-                f"final samples in {result['sample_seconds']:.1f} s, other results in {result['extra_seconds']:.1f} s")
+            log(
+                f"[pretrain] {name}: trained in {result['train_seconds']:.1f} s (from cache: {result['cached']}), "
+                f"final samples in {result['sample_seconds']:.1f} s, other results in {result['extra_seconds']:.1f} s"
+            )
     if failed:
         raise RuntimeError("pre-training failed: " + " | ".join(failed))
     return results
@@ -184,15 +198,15 @@ def run(profile: str, jobs: int | None = None, runs=None, log: Callable[[str], N
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m helpers.pretrain", description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", required=True, choices=sorted(config.PROFILES))
-    ap.add_argument("--jobs", type=int, default=None, help="worker processes (default: every run at once on a "
-                    "GPU, one on a CPU)")
+    ap.add_argument(
+        "--jobs", type=int, default=None, help="worker processes (default: every run at once on a GPU, one on a CPU)"
+    )
     ap.add_argument("--one", metavar="KIND:PRESET", help="run one job in this process")
     args = ap.parse_args(argv)
     if args.one:
         kind, _, preset = args.one.partition(":")
         if (kind, preset) not in STUDY_RUNS:
-            ap.error(f"--one {args.one!r} is not allowed; expected one of "
-                     f"{[f'{k}:{p}' for k, p in STUDY_RUNS]}")
+            ap.error(f"--one {args.one!r} is not allowed; expected one of {[f'{k}:{p}' for k, p in STUDY_RUNS]}")
         print(RESULT_PREFIX + json.dumps(work(kind, preset, args.profile)), flush=True)
         return 0
     t0 = time.perf_counter()

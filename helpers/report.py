@@ -10,6 +10,7 @@ sentence, table label and figure environment is in report/report.tex, report/bey
 read the values as `\\res{key}` and choose their phrasing with `\\resif{key}{word}{then}{else}`; an
 undefined key stops pdflatex with an error naming it, and `build` turns that into a ReportError.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,9 +20,9 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import sys
-from datetime import datetime, timezone
+import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,15 +45,22 @@ REL_TOL = 0.01
 # The student's own final report (SPEC section 5), shown for the discussion, never as targets; the
 # rows' labels are in report.tex. Their FID: Inception-v3 on 100 vs 100 images wrapped by a uint8
 # cast; IS from 16-image splits.
-STUDENT = {"ddpm-default": ("98.7", "1.38"), "ddpm-t1500": ("95.4", "1.5"), "cold-rows28": ("108.5", "1.9"),
-           "cold-grouped": ("190--195", "n/a")}
+STUDENT = {
+    "ddpm-default": ("98.7", "1.38"),
+    "ddpm-t1500": ("95.4", "1.5"),
+    "cold-rows28": ("108.5", "1.9"),
+    "cold-grouped": ("190--195", "n/a"),
+}
 STUDENT_FID_IMAGES = 100
 STUDENT_IS_SPLIT = 16
 
 # The roles the report gives the models of each notebook: role -> the parameter that names the model.
-ROLES = {"01_ddpm": {"model": "preset"}, "02_hyperparams": {"first": "baseline", "second": "preset"},
-         "03_cold_diffusion": {"main-model": "cold_preset"},
-         "04_comparison": {"ddpm": "preset", "cold": "cold_preset"}}
+ROLES = {
+    "01_ddpm": {"model": "preset"},
+    "02_hyperparams": {"first": "baseline", "second": "preset"},
+    "03_cold_diffusion": {"main-model": "cold_preset"},
+    "04_comparison": {"ddpm": "preset", "cold": "cold_preset"},
+}
 
 
 class ReportError(RuntimeError):
@@ -80,8 +88,9 @@ def flatten(prefix: str, name: str, obj: Any, out: dict[str, str]) -> None:
             if f"{k}_se" in obj and isinstance(v, (int, float)):
                 out[f"{prefix}/{slug(k)}-pm"] = pm(k, v, obj[f"{k}_se"])
         if "kid_classifier_mean" in obj and "kid_classifier_std" in obj:
-            out[f"{prefix}/kid-classifier-pm"] = pm("kid_classifier_mean", obj["kid_classifier_mean"],
-                                                    obj["kid_classifier_std"])
+            out[f"{prefix}/kid-classifier-pm"] = pm(
+                "kid_classifier_mean", obj["kid_classifier_mean"], obj["kid_classifier_std"]
+            )
         if "fid_classifier" in obj and "class_counts" in obj:
             out[f"{prefix}/has-inception"] = "yes" if (obj.get("inception") or {}).get("n") else "no"
             total = sum(obj["class_counts"]) or 1
@@ -129,7 +138,7 @@ def compare(a: float, se_a: float | None, b: float, se_b: float | None) -> int:
 
 
 def metric_verdict(a: dict, b: dict, field: str = "fid_classifier", se: str = "_se") -> str:
-    """"higher", "lower" or "unresolved": a's final metric against b's."""
+    """ "higher", "lower" or "unresolved": a's final metric against b's."""
     c = compare(a[field], a.get(field + se), b[field], b.get(field + se))
     return {1: "higher", -1: "lower", 0: "unresolved"}[c]
 
@@ -144,8 +153,7 @@ def loss_trend(run: dict) -> dict[str, str]:
     out = {"epochs": integer(len(losses))}
     if losses:
         out.update(first=fmt("epoch_loss", losses[0]), last=fmt("epoch_loss", losses[-1]))
-    out["verdict"] = ("none" if not losses else "single" if len(losses) == 1 else
-                      direction(losses[0], losses[-1]))
+    out["verdict"] = "none" if not losses else "single" if len(losses) == 1 else direction(losses[0], losses[-1])
     return out
 
 
@@ -157,8 +165,13 @@ def metric_trend(per_epoch: dict, name: str) -> dict[str, str]:
         return {"verdict": "none", "last": NA}
     first, last = per_epoch[str(epochs[0])].get(name), per_epoch[str(epochs[-1])].get(name)
     single = len(epochs) == 1 or first is None or last is None
-    return {"verdict": "single" if single else direction(first, last), "first": fmt(name, first),
-            "last": fmt(name, last), "first-epoch": str(epochs[0]), "last-epoch": str(epochs[-1])}
+    return {
+        "verdict": "single" if single else direction(first, last),
+        "first": fmt(name, first),
+        "last": fmt(name, last),
+        "first-epoch": str(epochs[0]),
+        "last-epoch": str(epochs[-1]),
+    }
 
 
 def favoured_digits(model_: dict, real: dict) -> list[tuple[int, float, float]]:
@@ -186,7 +199,8 @@ def favours(model_: dict, real: dict) -> dict[str, str]:
 
 
 def reconstruction_verdict(a: dict, b: dict) -> str:
-    """"better" / "worse" when RMSE and SSIM agree by more than REL_TOL, else "unresolved"."""
+    """ "better" / "worse" when RMSE and SSIM agree by more than REL_TOL, else "unresolved"."""
+
     def rel(x, y):
         return (x - y) / max(abs(y), 1e-12)
 
@@ -207,14 +221,15 @@ def _when(stamp: str | None) -> str:
     except ValueError:
         return escape(stamp)
     if t.tzinfo is not None:
-        t = t.astimezone(timezone.utc)
+        t = t.astimezone(UTC)
     return t.strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _git(*args: str) -> str | None:
     try:
-        return subprocess.run(["git", *args], cwd=config.ROOT, capture_output=True, text=True,
-                              timeout=20, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=config.ROOT, capture_output=True, text=True, timeout=20, check=True
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -231,14 +246,18 @@ def code_facts(ddpm_cfg: dict, cold_cfg: dict) -> dict[str, str]:
 
     net = models.CNN(tuple(ddpm_cfg["hidden"]), ddpm_cfg["activation"])  # the seed's network, as the text describes it
     side = degradations.SIZE
-    main_order = degradations.schedule_order(cold_cfg["schedule"], cold_cfg["T"],
-                                             cold_cfg.get("schedule_seed", 0)).tolist()
+    main_order = degradations.schedule_order(
+        cold_cfg["schedule"], cold_cfg["T"], cold_cfg.get("schedule_seed", 0)
+    ).tolist()
     return {
-        "arch/blocks": integer(len(net.blocks)), "arch/hidden": ", ".join(str(h) for h in ddpm_cfg["hidden"]),
+        "arch/blocks": integer(len(net.blocks)),
+        "arch/hidden": ", ".join(str(h) for h in ddpm_cfg["hidden"]),
         "arch/kernel": integer(net.blocks[0].net[0].kernel_size[0]),
-        "arch/out-kernel": integer(net.out.kernel_size[0]), "arch/freqs": integer(len(net.time.freqs)),
+        "arch/out-kernel": integer(net.out.kernel_size[0]),
+        "arch/freqs": integer(len(net.time.freqs)),
         "arch/params-first": integer(sum(p.numel() for p in net.parameters())),
-        "const/image-side": integer(side), "const/inception-dims": integer(inception.FEATURE_DIM),
+        "const/image-side": integer(side),
+        "const/inception-dims": integer(inception.FEATURE_DIM),
         "schedule/outside-in": _lines(degradations.outside_in(side)),
         "schedule/inside-out": _lines(degradations.inside_out(side)),
         "schedule/main": ", ".join(str(i + 1) for i in main_order),
@@ -246,7 +265,7 @@ def code_facts(ddpm_cfg: dict, cold_cfg: dict) -> dict[str, str]:
 
 
 def roles(src: dict) -> dict[str, tuple[str, dict]]:
-    """"<notebook>/<role>" -> (model name, block), the names read from each notebook's parameters."""
+    """ "<notebook>/<role>" -> (model name, block), the names read from each notebook's parameters."""
     out = {}
     for nb, named in ROLES.items():
         for role, param in named.items():
@@ -259,8 +278,9 @@ def variants(nb3: dict) -> list[str]:
     """The appendix variants of notebook 03: the study's order (helpers.study), then any other."""
     order = study.names("cold")
     main = nb3["params"]["cold_preset"]
-    return sorted((v for v in nb3["models"] if v != main),
-                  key=lambda v: (order.index(v) if v in order else len(order), v))
+    return sorted(
+        (v for v in nb3["models"] if v != main), key=lambda v: (order.index(v) if v in order else len(order), v)
+    )
 
 
 def definitions(profile: str, src: dict, plots_dir: Path) -> dict[str, str]:
@@ -280,20 +300,29 @@ def definitions(profile: str, src: dict, plots_dir: Path) -> dict[str, str]:
 
     # the profile, constants, the draft's numbers
     prof, full = nb1["profile_settings"], config.PROFILES["full"]
-    d.update({"profile/name": escape(profile), "seed/epochs": integer(full.epochs),
-              "profile/final-n": integer(nb1["real"]["n"]), "profile/epoch-n": integer(nb1["real_per_epoch"]["n"]),
-              "const/max-entropy": decimals(math.log2(10), 2), "const/resolve-se": f"{RESOLVE_SE:g}",
-              "const/rel-tol": percent(REL_TOL), "student/fid-images": integer(STUDENT_FID_IMAGES),
-              "student/is-split": integer(STUDENT_IS_SPLIT)})
+    d.update(
+        {
+            "profile/name": escape(profile),
+            "seed/epochs": integer(full.epochs),
+            "profile/final-n": integer(nb1["real"]["n"]),
+            "profile/epoch-n": integer(nb1["real_per_epoch"]["n"]),
+            "const/max-entropy": decimals(math.log2(10), 2),
+            "const/resolve-se": f"{RESOLVE_SE:g}",
+            "const/rel-tol": percent(REL_TOL),
+            "student/fid-images": integer(STUDENT_FID_IMAGES),
+            "student/is-split": integer(STUDENT_IS_SPLIT),
+        }
+    )
     for key, (fid, is_) in STUDENT.items():
         d[f"student/{key}/fid"], d[f"student/{key}/is"] = fid, is_
     d["profile/sample-epochs"] = ", ".join(str(e) for e in prof["sample_epochs"] if e <= prof["epochs"])
     d["profile/eval-epochs"] = ", ".join(str(e) for e in prof["eval_epochs"] if e <= prof["epochs"])
     short = prof.get("short_epochs")
-    budgets = {"": (prof["epochs"], prof["train_limit"]),
-               "short-": (prof["epochs"] if short is None else short, prof["train_limit"]),
-               "variant-": (prof.get("variant_epochs", prof["epochs"]),
-                            prof.get("variant_train_limit", prof["train_limit"]))}
+    budgets = {
+        "": (prof["epochs"], prof["train_limit"]),
+        "short-": (prof["epochs"] if short is None else short, prof["train_limit"]),
+        "variant-": (prof.get("variant_epochs", prof["epochs"]), prof.get("variant_train_limit", prof["train_limit"])),
+    }
     for part, (epochs, limit) in budgets.items():
         d[f"profile/{part}epochs"] = integer(epochs)
         d[f"profile/{part}train-limit"] = NA if limit is None else integer(limit)
@@ -310,11 +339,13 @@ def definitions(profile: str, src: dict, plots_dir: Path) -> dict[str, str]:
     # verdicts and the values they need
     for key, run in (("ddpm", role["01-ddpm/model"][1]["run"]), ("cold", cold_main["run"])):
         d.update({f"loss/{key}/{k}": v for k, v in loss_trend(run).items()})
-    for key, run, name in (("ddpm-fid", role["01-ddpm/model"][1]["run"], "fid_classifier"),
-                           ("ddpm-is", role["01-ddpm/model"][1]["run"], "is_classifier_mean"),
-                           ("second-fid", second["run"], "fid_classifier"),
-                           ("cold-fid", cold_main["run"], "fid_classifier"),
-                           ("cold-is", cold_main["run"], "is_classifier_mean")):
+    for key, run, name in (
+        ("ddpm-fid", role["01-ddpm/model"][1]["run"], "fid_classifier"),
+        ("ddpm-is", role["01-ddpm/model"][1]["run"], "is_classifier_mean"),
+        ("second-fid", second["run"], "fid_classifier"),
+        ("cold-fid", cold_main["run"], "fid_classifier"),
+        ("cold-is", cold_main["run"], "is_classifier_mean"),
+    ):
         d.update({f"trend/{key}/{k}": v for k, v in metric_trend(run["per_epoch"], name).items()})
     d["claim/second-set-fid"] = metric_verdict(second["final"], first["final"])
     d["claim/second-set-is"] = metric_verdict(second["final"], first["final"], "is_classifier_mean", "_se")
@@ -330,8 +361,13 @@ def definitions(profile: str, src: dict, plots_dir: Path) -> dict[str, str]:
     d["claim/alg2-vs-alg1"] = reconstruction_verdict(recon["algorithm2"], recon["algorithm1"])
     d["claim/alg2-vs-direct"] = reconstruction_verdict(recon["algorithm2"], recon["direct"])
     cond = recon["algorithm2"].get("FID")
-    d["claim/conditional"] = "not-computed" if cond is None else {1: "higher", -1: "lower", 0: "within"}[
-        compare(cond, None, cold_f["fid_classifier"], cold_f.get("fid_classifier_se"))]
+    d["claim/conditional"] = (
+        "not-computed"
+        if cond is None
+        else {1: "higher", -1: "lower", 0: "within"}[
+            compare(cond, None, cold_f["fid_classifier"], cold_f.get("fid_classifier_se"))
+        ]
+    )
     variant_keys(nb3, main, d)
     beyond_keys(nb2, d)
     network_keys(nb3, nb4, d)
@@ -341,7 +377,7 @@ def definitions(profile: str, src: dict, plots_dir: Path) -> dict[str, str]:
 def stamp_keys(src: dict, d: dict[str, str]) -> None:
     """The title page's record of the run: the pipeline's, or what can be read when building."""
     pipe, run1 = src.get("pipeline"), src["01_ddpm"]["models"][src["01_ddpm"]["params"]["preset"]]["run"]
-    d["stamp/built"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    d["stamp/built"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     d["stamp/pipeline"] = "recorded" if pipe else "missing"
     if pipe:
         git = pipe.get("git") or {}
@@ -376,8 +412,14 @@ def variant_keys(nb3: dict, main: str, d: dict[str, str]) -> None:
     d["variants/count"] = integer(len(names))
     for i, v in enumerate(names):
         model(f"variants/{i}", v, nb3["models"][v], d)
-    ranked = sorted(((nb3["models"][v]["final"]["fid_classifier"], v) for v in [main] + names
-                     if nb3["models"][v]["final"].get("fid_classifier") is not None), key=lambda t: t[0])
+    ranked = sorted(
+        (
+            (nb3["models"][v]["final"]["fid_classifier"], v)
+            for v in [main] + names
+            if nb3["models"][v]["final"].get("fid_classifier") is not None
+        ),
+        key=lambda t: t[0],
+    )
     if len(ranked) < 2:
         d["claim/variants-best"] = "unranked"
     else:
@@ -386,8 +428,7 @@ def variant_keys(nb3: dict, main: str, d: dict[str, str]) -> None:
         model("variants/best", b1, nb3["models"][b1], d)
         model("variants/next", b2, nb3["models"][b2], d)
         d["claim/variants-best"] = "ahead" if metric_verdict(f2, f1) == "higher" else "within"
-    d["variants/mixed-epochs"] = "yes" if len({nb3["models"][v]["run"]["epochs"]
-                                               for v in [main] + names}) > 1 else "no"
+    d["variants/mixed-epochs"] = "yes" if len({nb3["models"][v]["run"]["epochs"] for v in [main] + names}) > 1 else "no"
 
 
 def beyond_keys(nb2: dict, d: dict[str, str]) -> None:
@@ -401,8 +442,17 @@ def beyond_keys(nb2: dict, d: dict[str, str]) -> None:
             d["claim/ddim"] = "no-baseline"
         else:
             flatten("ddim/baseline", "baseline", base[0], d)
-            ok = [r for r in fast if compare(r["fid_classifier"], r.get("fid_classifier_se"),
-                                             base[0]["fid_classifier"], base[0].get("fid_classifier_se")) <= 0]
+            ok = [
+                r
+                for r in fast
+                if compare(
+                    r["fid_classifier"],
+                    r.get("fid_classifier_se"),
+                    base[0]["fid_classifier"],
+                    base[0].get("fid_classifier_se"),
+                )
+                <= 0
+            ]
             d["claim/ddim"] = "reaches" if ok else "fails"
             if ok:
                 flatten("ddim/first-ok", "first-ok", ok[0], d)
@@ -424,10 +474,10 @@ def network_keys(nb3: dict, nb4: dict, d: dict[str, str]) -> None:
         second = next(n for n in nets["networks"] if n != first)
         for role, name in (("first", first), ("second", second)):
             model(f"networks/{role}", name, nets["networks"][name], d)
-        d["claim/networks-final"] = metric_verdict(nets["networks"][second]["final"],
-                                                   nets["networks"][first]["final"])
-        d["claim/networks-more-steps"] = ("yes" if nets["networks"][first]["steps"]
-                                          > nets["networks"][second]["steps"] else "no")
+        d["claim/networks-final"] = metric_verdict(nets["networks"][second]["final"], nets["networks"][first]["final"])
+        d["claim/networks-more-steps"] = (
+            "yes" if nets["networks"][first]["steps"] > nets["networks"][second]["steps"] else "no"
+        )
         same = nets.get("same_steps")
         if same:
             flatten("networks/same-steps", "same_steps", same, d)
@@ -454,20 +504,28 @@ def network_keys(nb3: dict, nb4: dict, d: dict[str, str]) -> None:
 
 def figure_keys(src: dict, plots_dir: Path) -> dict[str, str]:
     """figure/<key> -> the file the notebooks saved under helpers.study's name (checked to exist)."""
-    presets = {"ddpm": src["01_ddpm"]["params"]["preset"], "second": src["02_hyperparams"]["params"]["preset"],
-               "cold": src["03_cold_diffusion"]["params"]["cold_preset"]}
+    presets = {
+        "ddpm": src["01_ddpm"]["params"]["preset"],
+        "second": src["02_hyperparams"]["params"]["preset"],
+        "cold": src["03_cold_diffusion"]["params"]["cold_preset"],
+    }
     nb2 = src["02_hyperparams"]
     skip = {k for k in study.FIGURES if k.endswith("-explorer")} | {"variant"}
     skip |= set() if "rows" in (nb2.get("ddim") or {}) else {"ddim"}
     skip |= set() if "final" in (nb2.get("ema") or {}) else {"ema"}
     skip |= set() if src["04_comparison"].get("networks") else {k for k in study.FIGURES if k.startswith("networks-")}
-    files = {key: study.figure(key, presets[key.split("-")[0]] if "{preset}" in t else None)
-             for key, t in study.FIGURES.items() if key not in skip}
+    files = {
+        key: study.figure(key, presets[key.split("-")[0]] if "{preset}" in t else None)
+        for key, t in study.FIGURES.items()
+        if key not in skip
+    }
     files.update({f"variant/{slug(v)}": study.figure("variant", v) for v in variants(src["03_cold_diffusion"])})
     missing = [f"{f}.png" for f in files.values() if not (plots_dir / f"{f}.png").is_file()]
     if missing:
-        raise ReportError(f"figure(s) missing in {plots_dir}: {', '.join(missing)} (the notebooks write "
-                          "them; rerun them for this profile)")
+        raise ReportError(
+            f"figure(s) missing in {plots_dir}: {', '.join(missing)} (the notebooks write "
+            "them; rerun them for this profile)"
+        )
     return {f"figure/{key}": f for key, f in files.items()}
 
 
@@ -475,8 +533,9 @@ def generated_dir(profile: str, out_dir: Path | None = None) -> Path:
     return Path(out_dir or SOURCE_DIR / profile) / "generated"
 
 
-def generate(profile: str, results_dir: Path | None = None, plots_dir: Path | None = None,
-             out_dir: Path | None = None) -> Path:
+def generate(
+    profile: str, results_dir: Path | None = None, plots_dir: Path | None = None, out_dir: Path | None = None
+) -> Path:
     """Write <out>/generated/report-results.tex (and keys.txt, one key per line); return the .tex."""
     try:
         src = results.load_all(profile, results_dir)
@@ -488,8 +547,10 @@ def generate(profile: str, results_dir: Path | None = None, plots_dir: Path | No
         defs = definitions(profile, src, plots)
     except results.MissingField as exc:
         raise ReportError(f"{exc}: the report needs it") from exc
-    lines = ["% Generated by helpers.report from results/" + profile + "/*.json: do not edit.\n",
-             "\\graphicspath{{plots/}}\n"]  # `build` links the figures' folder there
+    lines = [
+        "% Generated by helpers.report from results/" + profile + "/*.json: do not edit.\n",
+        "\\graphicspath{{plots/}}\n",
+    ]  # `build` links the figures' folder there
     lines += [f"\\resdef{{{key}}}{{{defs[key]}}}\n" for key in sorted(defs)]
     folder = generated_dir(profile, out_dir)
     store.atomic_write_text(folder / KEYS_FILE, "".join(f"{k}\n" for k in sorted(defs)))
@@ -505,8 +566,10 @@ _UNDEFINED = re.compile(r"(Reference|Citation) `([^']*)' on page \d+ undefined")
 def find_latexmk() -> str:
     exe = shutil.which("latexmk")
     if exe is None or shutil.which("pdflatex") is None:
-        raise ReportError("latexmk and pdflatex are needed to build the report; install the Debian "
-                          f"packages: apt-get install --no-install-recommends {DEBIAN_PACKAGES}")
+        raise ReportError(
+            "latexmk and pdflatex are needed to build the report; install the Debian "
+            f"packages: apt-get install --no-install-recommends {DEBIAN_PACKAGES}"
+        )
     return exe
 
 
@@ -518,8 +581,13 @@ def log_problems(log: str) -> list[str]:
     return found
 
 
-def build(profile: str, results_dir: Path | None = None, plots_dir: Path | None = None,
-          out_dir: Path | None = None, timeout: float = 600) -> Path:
+def build(
+    profile: str,
+    results_dir: Path | None = None,
+    plots_dir: Path | None = None,
+    out_dir: Path | None = None,
+    timeout: float = 600,
+) -> Path:
     """Generate the includes and compile report/report.tex to <out>/report.pdf (default
     report/<profile>/). Any LaTeX error, an undefined result key (named), a missing figure or an
     undefined reference raises ReportError."""
@@ -554,9 +622,11 @@ def build(profile: str, results_dir: Path | None = None, plots_dir: Path | None 
     if proc.returncode != 0:
         keys = _MISSING_KEY.findall(log)
         if keys:
-            raise ReportError(f"result key {keys[0]!r} is not defined: report.tex uses it but no results "
-                              f"file of profile {profile!r} provides it (see {generated_dir(profile, out)}/"
-                              f"{KEYS_FILE} for the keys that exist)")
+            raise ReportError(
+                f"result key {keys[0]!r} is not defined: report.tex uses it but no results "
+                f"file of profile {profile!r} provides it (see {generated_dir(profile, out)}/"
+                f"{KEYS_FILE} for the keys that exist)"
+            )
         files = _NOT_FOUND.findall(log)
         if files:
             raise ReportError(f"LaTeX could not find the file {files[0]!r} (see {log_path})")

@@ -6,12 +6,12 @@ Run folders hold the cache (hash-named, verified); these files are the interface
 non-finite numbers become `null`, so any JSON reader (not only Python's) can read them. `load` is the
 one reader: a field that a file lacks raises `MissingField` naming the file and the field.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +22,21 @@ NOTEBOOKS = ("01_ddpm", "02_hyperparams", "03_cold_diffusion", "04_comparison")
 RECORDS = NOTEBOOKS + ("pipeline",)
 
 # The per-epoch numbers a RUN block keeps (metrics.EPOCH_METRICS plus the sample size and epoch).
-EPOCH_FIELDS = ("fid_classifier", "fid_classifier_se", "kid_classifier_mean", "kid_classifier_std",
-                "is_classifier_mean", "is_classifier_mean_se", "is_classifier_std", "class_entropy_bits",
-                "top_class_share", "class_counts", "n", "n_reference", "epoch")
+EPOCH_FIELDS = (
+    "fid_classifier",
+    "fid_classifier_se",
+    "kid_classifier_mean",
+    "kid_classifier_std",
+    "is_classifier_mean",
+    "is_classifier_mean_se",
+    "is_classifier_std",
+    "class_entropy_bits",
+    "top_class_share",
+    "class_counts",
+    "n",
+    "n_reference",
+    "epoch",
+)
 
 
 def results_dir() -> Path:
@@ -34,8 +46,9 @@ def results_dir() -> Path:
 
 def _check(profile: str, notebook: str) -> None:
     if not isinstance(profile, str) or not profile or "/" in profile or profile.startswith("."):
-        raise ValueError(f"profile={profile!r} is not allowed; expected a profile name such as "
-                         f"{sorted(config.PROFILES)}")
+        raise ValueError(
+            f"profile={profile!r} is not allowed; expected a profile name such as {sorted(config.PROFILES)}"
+        )
     config.check_choice("notebook", notebook, RECORDS)
 
 
@@ -125,8 +138,10 @@ def load_all(profile: str, folder: Path | None = None) -> dict[str, dict]:
             missing += [name] if name in NOTEBOOKS else []
     if missing:
         where = (Path(folder) if folder else results_dir()) / profile
-        raise FileNotFoundError(f"no results for notebook(s) {', '.join(missing)} of profile {profile!r} in "
-                                f"{where}: run ./run_all.sh --profile {profile} (or those notebooks) first")
+        raise FileNotFoundError(
+            f"no results for notebook(s) {', '.join(missing)} of profile {profile!r} in "
+            f"{where}: run ./run_all.sh --profile {profile} (or those notebooks) first"
+        )
     return out
 
 
@@ -152,8 +167,9 @@ def run_summary(run) -> dict:
         "epoch_seconds": [float(v) for v in logs.get("epoch_seconds", [])],
         "train_seconds": [float(v) for v in logs.get("train_seconds", [])],
         "steps": len(logs.get("iter_loss", [])),
-        "per_epoch": {str(e): {k: m[k] for k in EPOCH_FIELDS if k in m}
-                      for e, m in sorted(logs.get("metrics", {}).items())},
+        "per_epoch": {
+            str(e): {k: m[k] for k in EPOCH_FIELDS if k in m} for e, m in sorted(logs.get("metrics", {}).items())
+        },
     }
 
 
@@ -163,11 +179,9 @@ def model_block(cfg, run, final: dict, **extra: Any) -> dict:
     return {"config": dataclasses.asdict(cfg), "run": run_summary(run), "final": final, **extra}
 
 
-def notebook_block(params: dict, real: dict, real_per_epoch: dict, models: dict[str, dict],
-                   **extra: Any) -> dict:
+def notebook_block(params: dict, real: dict, real_per_epoch: dict, models: dict[str, dict], **extra: Any) -> dict:
     """What every notebook saves, in one shape: the parameters it ran with (they name the roles of its
     models: `preset`, `baseline`, `cold_preset`), the real-data rows at the final and the per-epoch
     sample sizes, its models by preset name (each a `model_block`), and any further named results
     (for example `ddim=`, `ema=`)."""
-    return {"params": dict(params), "real": real, "real_per_epoch": real_per_epoch, "models": dict(models),
-            **extra}
+    return {"params": dict(params), "real": real, "real_per_epoch": real_per_epoch, "models": dict(models), **extra}

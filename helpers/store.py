@@ -15,6 +15,7 @@ safely", one of "verified when read" and one of "keyed by everything that decide
   while comments and formatting do not.
 - `key_of`: a short stable hash of any JSON-able description.
 """
+
 from __future__ import annotations
 
 import ast
@@ -26,8 +27,9 @@ import json
 import math
 import os
 import re
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 TMP_SUFFIX = ".tmp"
@@ -89,9 +91,8 @@ def atomic_path(path: Path):
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
     return Path(path)
 
 
@@ -105,7 +106,7 @@ def remove_stale_temporaries(folder: Path, recursive: bool = False) -> list[Path
     if not folder.is_dir():
         return []
     removed = []
-    for p in (folder.rglob(".*") if recursive else folder.glob(".*")):
+    for p in folder.rglob(".*") if recursive else folder.glob(".*"):
         m = _TMP_RE.match(p.name)
         if m and p.is_file() and not pid_alive(int(m.group(1))):
             with contextlib.suppress(OSError):
@@ -166,7 +167,7 @@ def read_verified(path: Path) -> bytes:
     head, sep, payload = blob.partition(b"\n")
     if not sep or not head.startswith(_HEADER):
         raise CorruptFile(f"{path} has no checksum header (not written by this project, or cut short)")
-    if head[len(_HEADER):].decode("ascii", "replace") != bytes_hash(payload):
+    if head[len(_HEADER) :].decode("ascii", "replace") != bytes_hash(payload):
         raise CorruptFile(f"{path} fails its SHA-256 check (damaged or cut short)")
     return payload
 
@@ -270,7 +271,7 @@ def file_lock(lock_path: Path, what: str, log: Callable[[str], None] = print):
     lock_path = Path(lock_path)
     try:
         lock_path.parent.mkdir(parents=True, exist_ok=True)
-        f = open(lock_path, "a")
+        f = open(lock_path, "a")  # noqa: SIM115 (closed by the `with f` below)
     except OSError:
         yield
         return
@@ -287,8 +288,13 @@ def file_lock(lock_path: Path, what: str, log: Callable[[str], None] = print):
 
 
 # --------------------------------------------------------------------------- caches
-def _cached(path: Path, compute: Callable[[], Any], read: Callable[[Path], Any],
-            write: Callable[[Path, Any], Any], log: Callable[[str], None]) -> Any:
+def _cached(
+    path: Path,
+    compute: Callable[[], Any],
+    read: Callable[[Path], Any],
+    write: Callable[[Path, Any], Any],
+    log: Callable[[str], None],
+) -> Any:
     """The one cache protocol: under a lock, a verified stored value, else `compute()` stored."""
     path = Path(path)
     with file_lock(path.with_name(f".{path.name}.lock"), path.name, log):
@@ -329,8 +335,10 @@ def save_tensors(path: Path, payload: dict) -> Path:
     try:
         torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError) as exc:
-        raise TypeError(f"refusing to write {path}: torch's safe loader could not read it back "
-                        f"({str(exc).strip().splitlines()[0][:300]})") from exc
+        raise TypeError(
+            f"refusing to write {path}: torch's safe loader could not read it back "
+            f"({str(exc).strip().splitlines()[0][:300]})"
+        ) from exc
     return write_verified(path, data)
 
 
@@ -345,8 +353,10 @@ def load_tensors(path: Path) -> dict:
     try:
         return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, AttributeError) as exc:
-        raise CorruptFile(f"{path} could not be loaded safely ({type(exc).__name__}: "
-                          f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''})") from exc
+        raise CorruptFile(
+            f"{path} could not be loaded safely ({type(exc).__name__}: "
+            f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''})"
+        ) from exc
 
 
 def cached_tensors(path: Path, compute: Callable[[], dict], log: Callable[[str], None] = print) -> dict:

@@ -5,6 +5,7 @@ these two tables; nothing else lists a run of the study or spells a figure's fil
 This module imports only the standard library and `config` (run_all.sh validates arguments with it
 before any environment exists).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -39,8 +40,10 @@ RUNS: tuple[StudyRun, ...] = (
     StudyRun("ddpm", "testing", budget="short", notebook="02_hyperparams"),
     StudyRun("cold", "columns", budget="short", notebook="03_cold_diffusion"),
     StudyRun("cold", "columns_unet", budget="short", notebook="03_cold_diffusion", profiles=("smoke", "full")),
-    *(StudyRun("cold", name, budget="variant", notebook="03_cold_diffusion")
-      for name in ("columns7", "rows7", "rows28", "columns_outside_in", "columns_inside_out")),
+    *(
+        StudyRun("cold", name, budget="variant", notebook="03_cold_diffusion")
+        for name in ("columns7", "rows7", "rows28", "columns_outside_in", "columns_inside_out")
+    ),
 )
 
 BUDGETS = ("main", "short", "variant")
@@ -122,6 +125,5 @@ def figure(key: str, preset: str | None = None) -> str:
     config.check_choice("figure", key, FIGURES)
     template = FIGURES[key]
     if ("{preset}" in template) != (preset is not None):
-        raise ValueError(f"figure {key!r} ({template}) takes "
-                         f"{'a preset' if '{preset}' in template else 'no preset'}")
+        raise ValueError(f"figure {key!r} ({template}) takes {'a preset' if '{preset}' in template else 'no preset'}")
     return template.format(preset=preset) if preset is not None else template

@@ -4,6 +4,7 @@
 set of rounding rules for the report (`tex=True`: LaTeX, as `helpers.report` puts it into the PDF)
 and for the notebooks' pandas tables (`tex=False`: plain text). Display only: nothing is computed here.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,14 +13,30 @@ from typing import Any
 
 from . import config
 
-_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&", "#": r"\#",
-                  "^": r"\^{}", "_": r"\_", "%": r"\%", "~": r"\~{}"}
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "{": r"\{",
+    "}": r"\}",
+    "$": r"\$",
+    "&": r"\&",
+    "#": r"\#",
+    "^": r"\^{}",
+    "_": r"\_",
+    "%": r"\%",
+    "~": r"\~{}",
+}
 # The pieces that differ between LaTeX and plain text.
 _STYLE = {
-    True: {"na": r"\textit{n/a}", "thousands": "{,}", "minus": "$-$", "thin": r"\,", "percent": r"\%",
-           "times": r"\texttimes{}", "pm": r"~\ensuremath{\pm}~"},  # ~: never broken across lines
-    False: {"na": "n/a", "thousands": ",", "minus": "-", "thin": " ", "percent": "%", "times": "x",
-            "pm": " ± "},
+    True: {
+        "na": r"\textit{n/a}",
+        "thousands": "{,}",
+        "minus": "$-$",
+        "thin": r"\,",
+        "percent": r"\%",
+        "times": r"\texttimes{}",
+        "pm": r"~\ensuremath{\pm}~",
+    },  # ~: never broken across lines
+    False: {"na": "n/a", "thousands": ",", "minus": "-", "thin": " ", "percent": "%", "times": "x", "pm": " ± "},
 }
 
 
@@ -152,15 +169,20 @@ def metrics_table(results: dict[str, dict]):
         inc = r.get("inception") or {}
         rows[label] = {
             "FID (MNIST classifier)": pm("fid_classifier", r.get("fid_classifier"), r.get("fid_classifier_se"), False),
-            "KID (MNIST classifier)": pm("kid_classifier_mean", r["kid_classifier_mean"], r["kid_classifier_std"],
-                                         False),
-            "IS (MNIST classifier)": pm("is_classifier_mean", r.get("is_classifier_mean"),
-                                        r.get("is_classifier_mean_se"), False),
+            "KID (MNIST classifier)": pm(
+                "kid_classifier_mean", r["kid_classifier_mean"], r["kid_classifier_std"], False
+            ),
+            "IS (MNIST classifier)": pm(
+                "is_classifier_mean", r.get("is_classifier_mean"), r.get("is_classifier_mean_se"), False
+            ),
             "class entropy (bits)": fmt("class_entropy_bits", r["class_entropy_bits"], False),
             "top class share": fmt("top_class_share", r["top_class_share"], False),
             "n vs n_test": f"{fmt('n', r['n'], False)} vs {fmt('n', r['n_reference'], False)}",
-            "FID (Inception-v3)": (f"{fmt('fid_inception', inc['fid_inception'], False)} "
-                                   f"(n={fmt('n', inc['n'], False)})" if inc.get("n") else "not computed"),
+            "FID (Inception-v3)": (
+                f"{fmt('fid_inception', inc['fid_inception'], False)} (n={fmt('n', inc['n'], False)})"
+                if inc.get("n")
+                else "not computed"
+            ),
         }
     return _frame(rows, orient="index")
 
@@ -180,18 +202,24 @@ def config_table(cfg, name: str = "value"):
 
 def reconstruction_table(table: dict):
     """The reconstruction metrics, one row per kind of image."""
-    return _frame({kind: {k: fmt(k, v, False) for k, v in r.items()} for kind, r in table.items()},
-                  orient="index")
+    return _frame({kind: {k: fmt(k, v, False) for k, v in r.items()} for kind, r in table.items()}, orient="index")
 
 
 def ddim_table(sweep: dict):
     """FID and IS against the number of sampling steps, with the time per sample and the speed-up."""
-    rows = [{"sampler": r["sampler"], "steps": r["steps"],
-             "eta": fmt("eta", r.get("eta"), False) if r["sampler"] == "ddim" else "-",
-             "FID (MNIST classifier)": pm("fid_classifier", r["fid_classifier"], r.get("fid_classifier_se"), False),
-             "IS (MNIST classifier)": fmt("is_classifier_mean", r.get("is_classifier_mean"), False),
-             "n": r.get("n"), "s per sample": fmt("seconds_per_sample", r.get("seconds_per_sample"), False),
-             "speed-up": fmt("speedup", r.get("speedup"), False)} for r in sweep["rows"]]
+    rows = [
+        {
+            "sampler": r["sampler"],
+            "steps": r["steps"],
+            "eta": fmt("eta", r.get("eta"), False) if r["sampler"] == "ddim" else "-",
+            "FID (MNIST classifier)": pm("fid_classifier", r["fid_classifier"], r.get("fid_classifier_se"), False),
+            "IS (MNIST classifier)": fmt("is_classifier_mean", r.get("is_classifier_mean"), False),
+            "n": r.get("n"),
+            "s per sample": fmt("seconds_per_sample", r.get("seconds_per_sample"), False),
+            "speed-up": fmt("speedup", r.get("speedup"), False),
+        }
+        for r in sweep["rows"]
+    ]
     return _frame(dict(enumerate(rows)), orient="index")
 
 
@@ -203,16 +231,19 @@ def network_table(comparison: dict):
     for name, net in comparison["networks"].items():
         points = [("final", net["steps"], net["train_seconds"], net["final"])]
         if same:
-            points.insert(0, ("same steps", same["steps"], net["train_seconds_cumulative"][same["epoch"] - 1],
-                              same["models"][name]))
+            points.insert(
+                0,
+                ("same steps", same["steps"], net["train_seconds_cumulative"][same["epoch"] - 1], same["models"][name]),
+            )
         for when, steps, seconds, m in points:
             rows[f"{name} ({net['net']}), {when}"] = {
                 "parameters": fmt("parameters", net["parameters"], False),
                 "MFLOP per image": fmt("mflops", net["mflops_per_image"], False),
                 "steps": fmt("steps", steps, False),
                 "training time": fmt("seconds", seconds, False),
-                "FID (MNIST classifier)": pm("fid_classifier", m.get("fid_classifier"), m.get("fid_classifier_se"),
-                                            False),
+                "FID (MNIST classifier)": pm(
+                    "fid_classifier", m.get("fid_classifier"), m.get("fid_classifier_se"), False
+                ),
                 "KID": pm("kid_classifier_mean", m["kid_classifier_mean"], m["kid_classifier_std"], False),
                 "IS": pm("is_classifier_mean", m.get("is_classifier_mean"), m.get("is_classifier_mean_se"), False),
                 "top class share": fmt("top_class_share", m["top_class_share"], False),

@@ -9,6 +9,7 @@ exponential moving average of the weights, progress bars, atomic verified per-ep
 that let an interrupted run resume bit for bit on the CPU (with the same number of threads), a lock
 against two processes training the same run, and a clear error when the loss stops being finite.
 """
+
 from __future__ import annotations
 
 import copy
@@ -16,9 +17,10 @@ import dataclasses
 import math
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -75,7 +77,7 @@ class Optimiser:
         config.check_int("batch_size", self.batch_size, 1, 65_536)
 
     @classmethod
-    def of(cls, cfg: Any) -> "Optimiser":
+    def of(cls, cfg: Any) -> Optimiser:
         """The optimiser a preset names (its `lr` and `batch_size` fields)."""
         return cls(lr=cfg.lr, batch_size=cfg.batch_size)
 
@@ -117,16 +119,26 @@ def data_identity(data: torch.Tensor | None, train_limit: int | None) -> dict:
     hash of a tensor given explicitly."""
     if data is None:
         from .data import FILES_MD5
+
         return {"mnist": FILES_MD5, "train_limit": train_limit}
     if train_limit is not None:
         data = data[:train_limit]
     return {"tensor": store.tensor_hash(data)}
 
 
-def run_key(kind: str, model_config: dict, optimiser: Optimiser, settings: TrainSettings,
-            data_id: dict, code: str) -> str:
-    return store.key_of({"kind": kind, "model": model_config, "optimiser": dataclasses.asdict(optimiser),
-                         "train": dataclasses.asdict(settings), "data": data_id, "code": code})
+def run_key(
+    kind: str, model_config: dict, optimiser: Optimiser, settings: TrainSettings, data_id: dict, code: str
+) -> str:
+    return store.key_of(
+        {
+            "kind": kind,
+            "model": model_config,
+            "optimiser": dataclasses.asdict(optimiser),
+            "train": dataclasses.asdict(settings),
+            "data": data_id,
+            "code": code,
+        }
+    )
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -219,18 +231,42 @@ class Run:
 
 
 def _empty_logs() -> dict:
-    return {"iter_loss": [], "epoch_loss": [], "epoch_seconds": [], "train_seconds": [], "samples": {},
-            "metrics": {}, "metrics_ema": {}, "threads": torch.get_num_threads(), "device": "", "label": ""}
+    return {
+        "iter_loss": [],
+        "epoch_loss": [],
+        "epoch_seconds": [],
+        "train_seconds": [],
+        "samples": {},
+        "metrics": {},
+        "metrics_ema": {},
+        "threads": torch.get_num_threads(),
+        "device": "",
+        "label": "",
+    }
 
 
 EvalFn = Callable[[nn.Module, int], dict]
 
 
-def find_run(kind: ModelKind, cfg: Any, optimiser: Optimiser, settings: TrainSettings, *,
-             label: str = "", data: torch.Tensor | None = None, runs_dir: Path | None = None) -> Path:
+def find_run(
+    kind: ModelKind,
+    cfg: Any,
+    optimiser: Optimiser,
+    settings: TrainSettings,
+    *,
+    label: str = "",
+    data: torch.Tensor | None = None,
+    runs_dir: Path | None = None,
+) -> Path:
     """The folder of the run these inputs define (it may not exist yet)."""
-    key = run_key(kind.name, dataclasses.asdict(cfg), optimiser, settings,
-                  data_identity(data, settings.train_limit), store.code_hash(CODE_ROOTS))
+    key = run_key(
+        kind.name,
+        dataclasses.asdict(cfg),
+        optimiser,
+        settings,
+        data_identity(data, settings.train_limit),
+        store.code_hash(CODE_ROOTS),
+    )
     return Path(runs_dir or config.RUNS_DIR) / f"{kind.name}{'-' + label if label else ''}-{key}"
 
 
@@ -247,8 +283,14 @@ class _State:
     epoch: int = 0
 
     def payload(self, key: str) -> dict:
-        out = {"key": key, "epoch": self.epoch, "model": self.model.state_dict(), "optim": self.opt.state_dict(),
-               "rng": _rng_state(self.gen), "logs": self.logs}
+        out = {
+            "key": key,
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "optim": self.opt.state_dict(),
+            "rng": _rng_state(self.gen),
+            "logs": self.logs,
+        }
         if self.ema is not None:
             out["ema"] = self.ema.state_dict()
         return out
@@ -290,6 +332,7 @@ class _Job:
         ema = None
         if self.settings.ema_decay is not None:
             from .ema import EMA
+
             ema = EMA(model, self.settings.ema_decay)
         return _State(model, ema, opt, gen, _empty_logs())
 
@@ -303,8 +346,10 @@ class _Job:
                 state.ema.load_state_dict(ckpt["ema"])
             _set_rng_state(gen, ckpt["rng"])
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-            raise CheckpointError(f"checkpoint of epoch {ckpt.get('epoch')} does not fit the model "
-                                  f"({type(exc).__name__}: {str(exc)[:200]})") from exc
+            raise CheckpointError(
+                f"checkpoint of epoch {ckpt.get('epoch')} does not fit the model "
+                f"({type(exc).__name__}: {str(exc)[:200]})"
+            ) from exc
         state.logs, state.epoch = ckpt["logs"], ckpt["epoch"]
         return state
 
@@ -319,15 +364,35 @@ class _Job:
         return None
 
     def result(self, state: _State, cached: bool = False) -> Run:
-        return Run(self.run_dir, self.key, state.model.eval(), self.settings, state.logs, cached=cached,
-                   ema_model=state.averaged(), config=self.cfg, optimiser=self.optimiser)
+        return Run(
+            self.run_dir,
+            self.key,
+            state.model.eval(),
+            self.settings,
+            state.logs,
+            cached=cached,
+            ema_model=state.averaged(),
+            config=self.cfg,
+            optimiser=self.optimiser,
+        )
 
 
-def fit(kind: ModelKind, cfg: Any, settings: TrainSettings, optimiser: Optimiser | None = None, *,
-        label: str = "", data: torch.Tensor | None = None, runs_dir: Path | None = None,
-        device: str = "auto", evaluate: EvalFn | None = None, progress: bool = True,
-        on_step: Callable[[int, int], None] | None = None, cached_only: bool = False,
-        log: Callable[[str], None] = print) -> Run | None:
+def fit(
+    kind: ModelKind,
+    cfg: Any,
+    settings: TrainSettings,
+    optimiser: Optimiser | None = None,
+    *,
+    label: str = "",
+    data: torch.Tensor | None = None,
+    runs_dir: Path | None = None,
+    device: str = "auto",
+    evaluate: EvalFn | None = None,
+    progress: bool = True,
+    on_step: Callable[[int, int], None] | None = None,
+    cached_only: bool = False,
+    log: Callable[[str], None] = print,
+) -> Run | None:
     """Train a `kind` model of configuration `cfg` under `settings`, or return the finished run.
 
     `optimiser` defaults to the preset's own (`Optimiser.of(cfg)`). `evaluate(model, epoch)` runs at
@@ -341,8 +406,20 @@ def fit(kind: ModelKind, cfg: Any, settings: TrainSettings, optimiser: Optimiser
         raise ValueError("settings.eval_epochs is set but no evaluate function was given")
     optimiser = optimiser or Optimiser.of(cfg)
     run_dir = find_run(kind, cfg, optimiser, settings, label=label, data=data, runs_dir=runs_dir)
-    job = _Job(kind, cfg, settings, optimiser, run_dir, run_dir.name.rsplit("-", 1)[1], pick_device(device),
-               label or kind.name, evaluate, progress, on_step, log)
+    job = _Job(
+        kind,
+        cfg,
+        settings,
+        optimiser,
+        run_dir,
+        run_dir.name.rsplit("-", 1)[1],
+        pick_device(device),
+        label or kind.name,
+        evaluate,
+        progress,
+        on_step,
+        log,
+    )
     fresh = store.fresh_pending(run_dir / "run.json")
     if cached_only and (fresh or not run_dir.is_dir()):
         return None
@@ -361,23 +438,33 @@ def fit(kind: ModelKind, cfg: Any, settings: TrainSettings, optimiser: Optimiser
         store.remove_stale_temporaries(run_dir)
         if fresh:
             _set_aside(run_dir, log)
-        meta = {"kind": kind.name, "label": label, "key": job.key, "code": store.code_hash(CODE_ROOTS),
-                "model": dataclasses.asdict(cfg), "optimiser": dataclasses.asdict(optimiser),
-                "train": dataclasses.asdict(settings), "data": data_identity(data, settings.train_limit)}
+        meta = {
+            "kind": kind.name,
+            "label": label,
+            "key": job.key,
+            "code": store.code_hash(CODE_ROOTS),
+            "model": dataclasses.asdict(cfg),
+            "optimiser": dataclasses.asdict(optimiser),
+            "train": dataclasses.asdict(settings),
+            "data": data_identity(data, settings.train_limit),
+        }
         store.write_json(run_dir / "run.json", meta)
         store.mark_fresh(run_dir / "run.json")
 
         # 3. the data, then a new state or the resumed one
         if data is None:
             from .data import training_images
+
             data = training_images(settings.train_limit)
         elif settings.train_limit is not None:
-            data = data[:settings.train_limit]
+            data = data[: settings.train_limit]
         if state is not None:
             if state.logs.get("threads") != torch.get_num_threads():
-                log(f"note: this run used {state.logs.get('threads')} threads and now uses "
+                log(
+                    f"note: this run used {state.logs.get('threads')} threads and now uses "
                     f"{torch.get_num_threads()}; the resumed result matches an uninterrupted run only "
-                    "to floating-point noise, not bit for bit")
+                    "to floating-point noise, not bit for bit"
+                )
             log(f"resuming {run_dir.name} after epoch {state.epoch} of {settings.epochs}")
         else:
             state = job.new_state(gen, data)
@@ -407,8 +494,9 @@ def adam(model: nn.Module, lr: float, device: torch.device) -> torch.optim.Optim
     return torch.optim.Adam(model.parameters(), lr=lr, **fused)
 
 
-def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, gen: torch.Generator,
-               autocast, scaler, ema=None) -> torch.Tensor:
+def train_step(
+    model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, gen: torch.Generator, autocast, scaler, ema=None
+) -> torch.Tensor:
     """One optimiser step on the batch `x` (loss under `autocast`, gradients through `scaler`, then
     the EMA); returns the detached loss, still on the device."""
     with autocast:
@@ -434,8 +522,14 @@ def _fit(job: _Job, state: _State, data: torch.Tensor) -> None:
     configure(dev)
     autocast = hardware_autocast(dev.type, settings.precision)
     scaler = grad_scaler(dev.type, settings.precision)  # fp16 only; otherwise it passes through
-    epochs_bar = tqdm(range(state.epoch + 1, settings.epochs + 1), desc=job.desc, unit="epoch",
-                      initial=state.epoch, total=settings.epochs, disable=not job.progress)
+    epochs_bar = tqdm(
+        range(state.epoch + 1, settings.epochs + 1),
+        desc=job.desc,
+        unit="epoch",
+        initial=state.epoch,
+        total=settings.epochs,
+        disable=not job.progress,
+    )
     for epoch in epochs_bar:
         # 1. one pass over the data in a seeded order
         t0 = time.perf_counter()
@@ -443,22 +537,22 @@ def _fit(job: _Job, state: _State, data: torch.Tensor) -> None:
         shuffle = torch.Generator().manual_seed(settings.seed * 1_000_003 + epoch)
         order = torch.randperm(n, generator=shuffle).to(dev)
         losses = torch.empty(steps, device=dev)
-        steps_bar = tqdm(range(steps), desc=f"epoch {epoch}", unit="step", leave=False,
-                         disable=not job.progress)
+        steps_bar = tqdm(range(steps), desc=f"epoch {epoch}", unit="step", leave=False, disable=not job.progress)
         checked = 0
         for step in steps_bar:
-            x = data[order[step * bs:(step + 1) * bs]]
+            x = data[order[step * bs : (step + 1) * bs]]
             losses[step] = train_step(model, opt, x, state.gen, autocast, scaler, ema)
             # 2. the losses copied to the host now and then, and checked to be finite
             if (step + 1) % sync_every == 0 or step + 1 == steps:
-                chunk = losses[checked:step + 1].cpu()
+                chunk = losses[checked : step + 1].cpu()
                 bad = (~torch.isfinite(chunk)).nonzero()
                 if len(bad):
                     at = checked + int(bad[0]) + 1
                     raise TrainingDiverged(
                         f"loss became {chunk[int(bad[0])].item()} at epoch {epoch}, step {at} of "
                         f"{steps}; the last good checkpoint (epoch {epoch - 1}, 0 meaning none) is kept "
-                        f"in {job.run_dir}")
+                        f"in {job.run_dir}"
+                    )
                 checked = step + 1
                 steps_bar.set_postfix(loss=f"{chunk[-1].item():.4f}", refresh=False)
             if job.on_step is not None:
@@ -478,8 +572,9 @@ def _fit(job: _Job, state: _State, data: torch.Tensor) -> None:
         if epoch in settings.eval_epochs:
             logs["metrics"][epoch] = store.to_plain(job.evaluate(model, epoch), f"metrics of epoch {epoch}")
             if averaged is not None:
-                logs["metrics_ema"][epoch] = store.to_plain(job.evaluate(averaged, epoch),
-                                                            f"EMA metrics of epoch {epoch}")
+                logs["metrics_ema"][epoch] = store.to_plain(
+                    job.evaluate(averaged, epoch), f"EMA metrics of epoch {epoch}"
+                )
         logs["epoch_seconds"].append(time.perf_counter() - t0)
         # 4. the checkpoint
         state.epoch = epoch

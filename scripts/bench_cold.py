@@ -8,6 +8,7 @@ Prints (no timed assertions):
 
     python scripts/bench_cold.py [--epochs 2] [--n-test 1000] [--device auto] [--skip-train] [--threads 1]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,8 +16,8 @@ import time
 
 import torch
 
-from helpers.cold import ColdDiffusion, reconstruction_metrics, reconstructions
 from helpers import experiments
+from helpers.cold import ColdDiffusion, reconstruction_metrics, reconstructions
 from helpers.config import COLD_PRESETS, profile
 from helpers.data import test_images, training_images
 from helpers.degradations import RowColumnAveraging, degrade_loop
@@ -40,8 +41,8 @@ def bench_degradation(batch: int = 128) -> None:
     for name, cfg in COLD_PRESETS.items():
         op = RowColumnAveraging(cfg.axis, cfg.group, cfg.schedule, cfg.schedule_seed)
         t = torch.randint(1, op.T + 1, (batch,), generator=torch.Generator().manual_seed(0))
-        fast = timed(lambda: op.degrade(x, t), 50)
-        slow = timed(lambda: degrade_loop(op, x, t), 3)
+        fast = timed(lambda op=op, t=t: op.degrade(x, t), 50)
+        slow = timed(lambda op=op, t=t: degrade_loop(op, x, t), 3)
         print(f"   {name:<20}{batch / fast:>18,.0f}{batch / slow:>14,.0f}{slow / fast:>9,.0f}x")
 
 
@@ -61,18 +62,24 @@ def bench_step_share(batch: int = 128) -> None:
 
     step_s = timed(step, 10)
     degrade_s = timed(lambda: model.degradation.degrade(x, t), 50)
-    print(f"   step {step_s * 1e3:.1f} ms, degrade {degrade_s * 1e3:.3f} ms: "
-          f"{100 * degrade_s / step_s:.2f}% of the step")
+    print(
+        f"   step {step_s * 1e3:.1f} ms, degrade {degrade_s * 1e3:.3f} ms: {100 * degrade_s / step_s:.2f}% of the step"
+    )
 
 
 def bench_reconstruction(epochs: int, n_test: int, device: str) -> None:
-    print(f"3. preset 'columns' after {epochs} epoch(s) on 60,000 images; "
-          f"reconstructions of the first {n_test} test images (conditional mode)")
+    print(
+        f"3. preset 'columns' after {epochs} epoch(s) on 60,000 images; "
+        f"reconstructions of the first {n_test} test images (conditional mode)"
+    )
     t0 = time.perf_counter()
-    run = experiments.train("cold", "columns", profile=profile("quick"), epochs=epochs, device=device, progress=False, evaluate=False)
-    print(f"   run {run.dir.name} ({'from the cache' if run.cached else 'trained'} in "
-          f"{time.perf_counter() - t0:.0f} s); epoch losses "
-          + ", ".join(f"{v:.4f}" for v in run.epoch_loss))
+    run = experiments.train(
+        "cold", "columns", profile=profile("quick"), epochs=epochs, device=device, progress=False, evaluate=False
+    )
+    print(
+        f"   run {run.dir.name} ({'from the cache' if run.cached else 'trained'} in "
+        f"{time.perf_counter() - t0:.0f} s); epoch losses " + ", ".join(f"{v:.4f}" for v in run.epoch_loss)
+    )
     x = test_images(n_test)
     t0 = time.perf_counter()
     images = reconstructions(run.model, x)
@@ -89,8 +96,12 @@ def main() -> None:
     parser.add_argument("--n-test", type=int, default=1000)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--skip-train", action="store_true", help="only the timing parts 1 and 2")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads (1 gives stable timings on a small machine that other jobs load)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (1 gives stable timings on a small machine that other jobs load)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

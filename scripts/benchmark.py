@@ -15,6 +15,7 @@ Rows, every one measured in this process, one after the other (run it on an othe
 - peak resident memory, and the machine: CPU flags (AVX2, AVX-512 BF16, AMX), threads, GPU.
 bf16 rows on hardware without native bf16 are measured too: they show why it is never the default there.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -85,13 +86,29 @@ def engine_training(steps: int, dev: torch.device, **options) -> tuple[float, fl
     cfg = config.ddpm_preset("default")
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        training.fit(kind, cfg, training.TrainSettings(epochs=1, train_limit=4 * BATCH, **options),
-                       data=images, runs_dir=Path(tmp), device=str(dev.type), progress=False, log=lambda *_: None)
+        training.fit(
+            kind,
+            cfg,
+            training.TrainSettings(epochs=1, train_limit=4 * BATCH, **options),
+            data=images,
+            runs_dir=Path(tmp),
+            device=str(dev.type),
+            progress=False,
+            log=lambda *_: None,
+        )
         warm = time.perf_counter() - t0
         sync(dev)
         t0 = time.perf_counter()
-        training.fit(kind, cfg, training.TrainSettings(epochs=1, seed=1, **options), data=images,
-                       runs_dir=Path(tmp), device=str(dev.type), progress=False, log=lambda *_: None)
+        training.fit(
+            kind,
+            cfg,
+            training.TrainSettings(epochs=1, seed=1, **options),
+            data=images,
+            runs_dir=Path(tmp),
+            device=str(dev.type),
+            progress=False,
+            log=lambda *_: None,
+        )
         sync(dev)
         return images.shape[0] / (time.perf_counter() - t0), warm
 
@@ -105,7 +122,7 @@ def compiled_training(steps: int, dev: torch.device) -> tuple[float, float]:
     x_all = data.training_images(steps * BATCH).to(dev)
     t0 = time.perf_counter()
     for i in range(2):
-        loss = model.loss(x_all[i * BATCH:(i + 1) * BATCH])
+        loss = model.loss(x_all[i * BATCH : (i + 1) * BATCH])
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -113,7 +130,7 @@ def compiled_training(steps: int, dev: torch.device) -> tuple[float, float]:
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     for i in range(steps):
-        loss = model.loss(x_all[i * BATCH:(i + 1) * BATCH])
+        loss = model.loss(x_all[i * BATCH : (i + 1) * BATCH])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -130,7 +147,7 @@ def reference_sampling(model: DDPM, steps: int, batch: int) -> float:
     z = torch.randn(batch, 1, 28, 28, device=dev)
     with torch.no_grad():
         for t in range(T, T - steps, -1):
-            alpha_t = torch.prod(1 - beta[1:t + 1])
+            alpha_t = torch.prod(1 - beta[1 : t + 1])
             eps = model.net(z, torch.full((batch, 1), t / T, device=dev))
             z = (z - beta[t] / torch.sqrt(1 - alpha_t) * eps) / torch.sqrt(1 - beta[t])
             z = z + torch.sqrt(beta[t]) * torch.randn_like(z)
@@ -170,8 +187,12 @@ def main() -> int:
     ap.add_argument("--sample-steps", type=int, default=40, help="sampler steps timed per row")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile on a CPU)")
-    ap.add_argument("--profile", default="quick", choices=sorted(config.PROFILES),
-                    help="whose evaluation settings the evaluation share uses")
+    ap.add_argument(
+        "--profile",
+        default="quick",
+        choices=sorted(config.PROFILES),
+        help="whose evaluation settings the evaluation share uses",
+    )
     args = ap.parse_args()
     dev = hardware.pick_device(args.device)
     data.ensure_mnist(log=lambda *_: None)
@@ -201,7 +222,7 @@ def main() -> int:
     # the batches around the rule's (helpers.hardware.sampling_batch), fp32 and bf16
     for bf16 in (False, True):
         for batch in (16, 64, 256):
-            v = rate(lambda: package_sampling(model, S, batch, bf16=bf16), batch * S)
+            v = rate(lambda batch=batch, bf16=bf16: package_sampling(model, S, batch, bf16=bf16), batch * S)
             ours[(bf16, batch)] = v
             note = f"{v / ref16:.2f}x" + (" (the rule's batch)" if batch == rule else "")
             add(f"sample: package {'bf16' if bf16 else 'fp32'}, batch {batch}", f"{v:,.0f} img-steps/s", note)
@@ -226,23 +247,29 @@ def main() -> int:
     if prof.ema_decay:
         eval_s *= 2  # the default DDPM scores its EMA weights too
     grid_s = prof.n_grid * T / ours
-    add(f"epoch share of evaluation ({prof.name}: {n_train:,} images, {prof.eval_samples} samples"
+    add(
+        f"epoch share of evaluation ({prof.name}: {n_train:,} images, {prof.eval_samples} samples"
         f"{' raw + EMA' if prof.ema_decay else ''}, grid {prof.n_grid})",
         f"{100 * (eval_s + grid_s) / (train_s + eval_s + grid_s):.0f} %",
-        f"(train {train_s:.0f} s, evaluation {eval_s:.0f} s, grid {grid_s:.0f} s; from the fp32 rates above)")
+        f"(train {train_s:.0f} s, evaluation {eval_s:.0f} s, grid {grid_s:.0f} s; from the fp32 rates above)",
+    )
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     add("peak resident memory", f"{rss:,.0f} MB")
     if dev.type == "cuda":
         add("peak GPU memory", f"{torch.cuda.max_memory_allocated() / 2**20:,.0f} MB")
 
     print()
-    print(f"| what | value | relative |")
-    print(f"|---|---|---|")
+    print("| what | value | relative |")
+    print("|---|---|---|")
     for what, value, note in ROWS:
         print(f"| {what} | {value} | {note} |")
-    flags = ", ".join(f for f in ("avx2", "avx512_bf16", "amx_bf16") if caps.get(f)) or "none of AVX2 / AVX-512 BF16 / AMX"
-    print(f"\nmachine: {caps.get('gpu') or caps['cpu']}; CPU flags: {flags}; torch threads {caps['threads']} "
-          f"of {caps['cores']} cores; torch {torch.__version__}")
+    flags = (
+        ", ".join(f for f in ("avx2", "avx512_bf16", "amx_bf16") if caps.get(f)) or "none of AVX2 / AVX-512 BF16 / AMX"
+    )
+    print(
+        f"\nmachine: {caps.get('gpu') or caps['cpu']}; CPU flags: {flags}; torch threads {caps['threads']} "
+        f"of {caps['cores']} cores; torch {torch.__version__}"
+    )
     return 0
 
 

@@ -9,6 +9,7 @@ listed step count draws `--samples` images with Prince's sampler (T steps, sampl
 share of the top class and the IS, with the seconds of training and of sampling. A probe, outside the
 study's cache: its model seed and data order are its own, so its numbers are not the study's.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     while step < marks[-1]:
         order = torch.randperm(len(images), generator=torch.Generator().manual_seed(args.seed * 1_000_003 + step))
         for i in range(len(images) // cfg.batch_size):
-            x = images[order[i * cfg.batch_size:(i + 1) * cfg.batch_size]]
+            x = images[order[i * cfg.batch_size : (i + 1) * cfg.batch_size]]
             training.train_step(model, opt, x, gen, hardware.autocast("cpu", precision), scaler)
             step += 1
             if step in marks:
@@ -56,9 +57,12 @@ def main(argv: list[str] | None = None) -> int:
                 samples = experiments.generate(model, args.samples, seed=7919, progress=False, precision=precision)
                 ts = time.perf_counter() - ts
                 m = metrics.evaluate(samples, "test", ("classifier",), seed=0, strict_range=False, log=lambda *_: None)
-                print(f"{args.preset} after {step} steps (trained {trained:.0f} s, sampled {ts:.0f} s): "
-                      f"FID {m['fid_classifier']:.1f}, top class {100 * m['top_class_share']:.0f}%, "
-                      f"IS {m['is_classifier_mean']:.2f} (n = {m['n']})", flush=True)
+                print(
+                    f"{args.preset} after {step} steps (trained {trained:.0f} s, sampled {ts:.0f} s): "
+                    f"FID {m['fid_classifier']:.1f}, top class {100 * m['top_class_share']:.0f}%, "
+                    f"IS {m['is_classifier_mean']:.2f} (n = {m['n']})",
+                    flush=True,
+                )
                 model.train()
                 t0 = time.perf_counter()
             if step >= marks[-1]:

@@ -2,6 +2,7 @@
 
 Standard library only: run_all.sh calls it before anything is installed.
 """
+
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -28,8 +29,10 @@ except ImportError:
 else:
     found = Path(helpers.__file__).resolve().parent
     if found != root / "helpers":
-        problems.append(f"`import helpers` finds {found}, not this checkout's {root / 'helpers'} "
-                        f"(cd {root} && pip install -e . --no-deps, or put {root} first on PYTHONPATH)")
+        problems.append(
+            f"`import helpers` finds {found}, not this checkout's {root / 'helpers'} "
+            f"(cd {root} && pip install -e . --no-deps, or put {root} first on PYTHONPATH)"
+        )
 if problems:
     print("; ".join(problems))
     sys.exit(1)

@@ -14,6 +14,7 @@
 Runs on any device, the CPU included (it then predicts the CPU's time). Nothing is written except
 the optional JSON; the reference features it needs are cached like any metric's.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -79,9 +80,11 @@ def inception_check(dev: torch.device) -> dict:
     scale = on_cpu.abs().max().item()
     batch = torch.rand(net_dev.batch_size, 1, 28, 28)
     per_image = timed(lambda: net_dev(batch), dev, 1.0, warmup=1) / len(batch)
-    print(f"(b) Inception-v3 features of 8 test digits: {dev} vs cpu, largest difference {diff:.3g} "
-          f"(largest feature {scale:.3g}; finite on both: {bool(torch.isfinite(on_dev).all())}); "
-          f"{1 / per_image:,.0f} images/s on {dev} at batch {net_dev.batch_size}")
+    print(
+        f"(b) Inception-v3 features of 8 test digits: {dev} vs cpu, largest difference {diff:.3g} "
+        f"(largest feature {scale:.3g}; finite on both: {bool(torch.isfinite(on_dev).all())}); "
+        f"{1 / per_image:,.0f} images/s on {dev} at batch {net_dev.batch_size}"
+    )
     return {"max_abs_diff": diff, "max_feature": scale, "seconds_per_image": per_image}
 
 
@@ -100,7 +103,7 @@ def probe_models(dev: torch.device, precision: str, seconds: float, jobs: int) -
         i = [0]
 
         def step():
-            x = data[(i[0] % 8) * batch:(i[0] % 8 + 1) * batch]
+            x = data[(i[0] % 8) * batch : (i[0] % 8 + 1) * batch]
             i[0] += 1
             training.train_step(model, opt, x, gen, ac(), scaler, avg)
 
@@ -121,6 +124,7 @@ def probe_models(dev: torch.device, precision: str, seconds: float, jobs: int) -
         def step():
             with torch.no_grad(), ac():
                 sample_prince(short, ddpm.eps, z, gen)
+
         return timed(step, dev, seconds / 2, warmup=1) / k
 
     out["ddpm_sample_500"] = ddpm_sampler(SAMPLE_BATCH)
@@ -138,6 +142,7 @@ def probe_models(dev: torch.device, precision: str, seconds: float, jobs: int) -
         def step():
             with torch.no_grad(), ac():
                 cold.sample_from(z, "algorithm2", start=steps)
+
         return timed(step, dev, seconds / 2, warmup=1) / steps
 
     out["cold_sample_500"] = cold_sampler(SAMPLE_BATCH)
@@ -190,29 +195,50 @@ def predict(t: dict, inc_per_image: float | None, prof: config.Profile) -> list[
         terms = []
         if r.kind == "ddpm":
             terms.append(("train steps", steps, t["ddpm_train_ema" if r.ema else "ddpm_train"]))
-            terms.append((f"per-epoch eval sampler steps (batch {SAMPLE_BATCH})", weights * eval_n * eval_b * T, t["ddpm_sample_500"]))
+            terms.append(
+                (
+                    f"per-epoch eval sampler steps (batch {SAMPLE_BATCH})",
+                    weights * eval_n * eval_b * T,
+                    t["ddpm_sample_500"],
+                )
+            )
             terms.append(("grid sampler steps (batch 16)", sample_n * T, t["ddpm_sample_16"]))
             terms.append((f"final sampler steps (batch {SAMPLE_BATCH})", weights * final_b * T, t["ddpm_sample_500"]))
             if r.ema:  # the DDIM sweep: Prince's sampler and DDIM (eta 0 and 1) on ddim_samples
                 ddim_steps = sum(s for s in prof.ddim_steps if s <= T) * 2
-                terms.append((f"DDIM sweep sampler steps (batch {SAMPLE_BATCH})", ddim_n * (T + ddim_steps), t["ddpm_sample_500"]))
-                terms.append(("DDIM sweep scores", 1 + 2 * len(prof.ddim_steps),
-                              t["evaluate_2000_bootstrap"] * prof.ddim_samples / 2000))
+                terms.append(
+                    (
+                        f"DDIM sweep sampler steps (batch {SAMPLE_BATCH})",
+                        ddim_n * (T + ddim_steps),
+                        t["ddpm_sample_500"],
+                    )
+                )
+                terms.append(
+                    (
+                        "DDIM sweep scores",
+                        1 + 2 * len(prof.ddim_steps),
+                        t["evaluate_2000_bootstrap"] * prof.ddim_samples / 2000,
+                    )
+                )
         else:
             sample = t["cold_sample_500"]
             terms.append(("train steps", steps, t["cold_train"]))
             terms.append((f"per-epoch eval sampler steps (batch {SAMPLE_BATCH})", eval_n * eval_b * T, sample))
             terms.append(("grid sampler steps (batch 16)", sample_n * T, t["cold_sample_16"]))
             terms.append((f"final sampler steps (batch {SAMPLE_BATCH})", final_b * T, sample))
-            terms.append(("reconstruction steps (batch 1000)", batches(prof.final_samples, RECON_BATCH) * (2 * T + 1),
-                          t["cold_sample_1000"]))
+            terms.append(
+                (
+                    "reconstruction steps (batch 1000)",
+                    batches(prof.final_samples, RECON_BATCH) * (2 * T + 1),
+                    t["cold_sample_1000"],
+                )
+            )
             terms.append(("reconstruction FIDs (4 sets)", 4, t["evaluate_2000"] * prof.final_samples / 2000))
         terms.append(("per-epoch metrics (CPU statistics)", weights * eval_n, t["evaluate_epoch"]))
         terms.append(("final metrics with bootstrap", weights, final_metrics))
         if inc:
             terms.append((f"Inception FID features ({prof.inception_samples} images)", weights, inc))
-        rows.append({"run": f"{r.kind} {r.preset}", "T": T, "terms": terms,
-                     "seconds": sum(c * s for _, c, s in terms)})
+        rows.append({"run": f"{r.kind} {r.preset}", "T": T, "terms": terms, "seconds": sum(c * s for _, c, s in terms)})
     return rows
 
 
@@ -246,9 +272,11 @@ def main(argv=None) -> int:
         rate = f"{1 / v:10.1f} per s" if v > 0 else ""
         print(f"      {k:<28}{v * 1000:10.3f} ms  {rate}")
     rows = predict(t, inc.get("seconds_per_image"), prof)
-    print(f"\npredicted time of profile 'full' ({prof.epochs} epochs on {prof.train_limit or 60000} images, "
-          f"eval at {len(prof.eval_epochs)} epochs on {prof.eval_samples} samples, {prof.final_samples} final "
-          f"samples, DDIM S = {list(prof.ddim_steps)} on {prof.ddim_samples}), {dev}, {precision}, one job:")
+    print(
+        f"\npredicted time of profile 'full' ({prof.epochs} epochs on {prof.train_limit or 60000} images, "
+        f"eval at {len(prof.eval_epochs)} epochs on {prof.eval_samples} samples, {prof.final_samples} final "
+        f"samples, DDIM S = {list(prof.ddim_steps)} on {prof.ddim_samples}), {dev}, {precision}, one job:"
+    )
     for r in rows:
         print(f"  {r['run']} (T = {r['T']}): {hms(r['seconds'])}")
         for what, count, unit in r["terms"]:
@@ -260,16 +288,32 @@ def main(argv=None) -> int:
     jobs = args.jobs
     speedup = min(jobs, jobs * t["ddpm_train"] / t["ddpm_train_x_jobs"]) if jobs > 1 else 1.0
     wall = max(longest, total / speedup)
-    print(f"  {jobs} concurrent jobs: one training step at batch {TRAIN_BATCH * jobs} takes "
-          f"{t['ddpm_train_x_jobs'] * 1000:.1f} ms against {jobs} x {t['ddpm_train'] * 1000:.1f} ms, so the device "
-          f"serves {jobs} jobs about {speedup:.2f}x faster than one after another: max(longest run "
-          f"{hms(longest)}, {total:,.0f} s / {speedup:.2f}) = {wall:,.0f} s = {hms(wall)} "
-          "(an estimate: the jobs' CPU-side metrics share the cores too)")
+    print(
+        f"  {jobs} concurrent jobs: one training step at batch {TRAIN_BATCH * jobs} takes "
+        f"{t['ddpm_train_x_jobs'] * 1000:.1f} ms against {jobs} x {t['ddpm_train'] * 1000:.1f} ms, so the device "
+        f"serves {jobs} jobs about {speedup:.2f}x faster than one after another: max(longest run "
+        f"{hms(longest)}, {total:,.0f} s / {speedup:.2f}) = {wall:,.0f} s = {hms(wall)} "
+        "(an estimate: the jobs' CPU-side metrics share the cores too)"
+    )
     if args.json:
-        args.json.write_text(json.dumps({"device": str(dev), "precision": precision, "reason": why,
-                                         "capabilities": caps, "inception": inc, "measured": t,
-                                         "runs": rows, "total_one_job": total, "jobs": jobs,
-                                         "speedup": speedup, "wall_jobs": wall}, indent=1))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "device": str(dev),
+                    "precision": precision,
+                    "reason": why,
+                    "capabilities": caps,
+                    "inception": inc,
+                    "measured": t,
+                    "runs": rows,
+                    "total_one_job": total,
+                    "jobs": jobs,
+                    "speedup": speedup,
+                    "wall_jobs": wall,
+                },
+                indent=1,
+            )
+        )
     return 0
 
 

@@ -9,6 +9,7 @@ on each side. The fp32 run of the first seed is the profile's own (from the cach
 Refused where the hardware has no native bf16 (it would only measure an emulation).
 Prints one table; changes no default (helpers.hardware.choose_precision decides from capabilities).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,13 +38,24 @@ def main() -> int:
     rows = []
     for i, (seed, precision) in enumerate([(args.seeds[0], "fp32"), (args.seeds[1], "fp32"), (args.seeds[0], "bf16")]):
         t0 = time.perf_counter()
-        run = experiments.train("ddpm", "default", prof, seed=seed, device=args.device, precision=precision,
-                                evaluate=i == 0, **({} if i == 0 else {"sample_epochs": ()}))
+        run = experiments.train(
+            "ddpm",
+            "default",
+            prof,
+            seed=seed,
+            device=args.device,
+            precision=precision,
+            evaluate=i == 0,
+            **({} if i == 0 else {"sample_epochs": ()}),
+        )
         train_s = time.perf_counter() - t0
         final = experiments.final_metrics(run, prof, seed=seed)
         rows.append((seed, precision, run.cached, train_s, final))
-        print(f"seed {seed} {precision}: FID {final['fid_classifier']:.2f} ± {final['fid_classifier_se']:.2f}, "
-              f"IS {final['is_classifier_mean']:.2f}, sampling {final['sample_seconds']:.0f} s", flush=True)
+        print(
+            f"seed {seed} {precision}: FID {final['fid_classifier']:.2f} ± {final['fid_classifier_se']:.2f}, "
+            f"IS {final['is_classifier_mean']:.2f}, sampling {final['sample_seconds']:.0f} s",
+            flush=True,
+        )
     fp = [r[4] for r in rows if r[1] == "fp32"]
     bf = rows[2][4]
     lo = min(f["fid_classifier"] - 2 * f["fid_classifier_se"] for f in fp)
@@ -53,11 +65,15 @@ def main() -> int:
     print("| seed | precision | FID (MNIST classifier) | IS (MNIST classifier) | n | training s | sampling s |")
     print("|---|---|---|---|---|---|---|")
     for seed, precision, cached, train_s, f in rows:
-        print(f"| {seed} | {precision} | {f['fid_classifier']:.2f} ± {f['fid_classifier_se']:.2f} | "
-              f"{f['is_classifier_mean']:.2f} | {f['n']} | {'cached' if cached else f'{train_s:.0f}'} | "
-              f"{f['sample_seconds']:.0f} |")
-    print(f"\nfp32 spread (±2 se): [{lo:.2f}, {hi:.2f}]; bf16 {bf['fid_classifier']:.2f}: "
-          f"{'within' if ok else 'OUTSIDE'} ({hardware.cpu_name() if dev.type == 'cpu' else dev})")
+        print(
+            f"| {seed} | {precision} | {f['fid_classifier']:.2f} ± {f['fid_classifier_se']:.2f} | "
+            f"{f['is_classifier_mean']:.2f} | {f['n']} | {'cached' if cached else f'{train_s:.0f}'} | "
+            f"{f['sample_seconds']:.0f} |"
+        )
+    print(
+        f"\nfp32 spread (±2 se): [{lo:.2f}, {hi:.2f}]; bf16 {bf['fid_classifier']:.2f}: "
+        f"{'within' if ok else 'OUTSIDE'} ({hardware.cpu_name() if dev.type == 'cpu' else dev})"
+    )
     return 0 if ok else 1
 
 

@@ -9,6 +9,7 @@ reduction order does not depend on the number of cores). About 3-4 minutes of CP
 The shipped file is helpers/weights/mnist_classifier.pt; after retraining it on purpose, paste the
 printed SHA-256 into WEIGHTS_SHA256 of helpers/classifier.py, or loading will refuse the new file.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,8 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     model = classifier.train_classifier(settings)
     images, labels = load_mnist(False)
     acc = classifier.accuracy(model, images, labels)
-    print(f"test accuracy {acc:.4f} ({(1 - acc) * 10000:.0f} errors of 10,000), "
-          f"{time.perf_counter() - t0:.0f} s")
+    print(f"test accuracy {acc:.4f} ({(1 - acc) * 10000:.0f} errors of 10,000), {time.perf_counter() - t0:.0f} s")
 
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)
@@ -56,8 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     digest = file_hash(args.out, "sha256")
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB), SHA-256 {digest}")
     if digest != classifier.WEIGHTS_SHA256:
-        print("this differs from WEIGHTS_SHA256 in helpers/classifier.py: pin it there if this file "
-              "is to be the shipped one")
+        print(
+            "this differs from WEIGHTS_SHA256 in helpers/classifier.py: pin it there if this file "
+            "is to be the shipped one"
+        )
     if acc < MIN_ACCURACY:
         print(f"test accuracy {acc:.4f} is below the required {MIN_ACCURACY}", file=sys.stderr)
         return 1

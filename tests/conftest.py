@@ -17,5 +17,7 @@ def _deterministic():
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "replica: runs scripts/gpu_replica.sh, the GPU machine's path rehearsed on this CPU "
-        "(minutes; skip with -m 'not replica')")
+        "markers",
+        "replica: runs scripts/gpu_replica.sh, the GPU machine's path rehearsed on this CPU "
+        "(minutes; skip with -m 'not replica')",
+    )

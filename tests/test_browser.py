@@ -6,6 +6,7 @@ Needs /usr/bin/chromium (`apt-get install -y --no-install-recommends chromium`; 
 installs it when missing) and the pinned `playwright` package; `playwright install` is never used. Under
 CI (CI=true) a missing browser is a failure; elsewhere the test is skipped with the reason.
 """
+
 import hashlib
 import json
 import os
@@ -23,8 +24,15 @@ import pytest
 from helpers import config
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 RUN_TIMEOUT_S = 600  # a whole notebook with the smoke profile; about 90 s here
 
 
@@ -67,17 +75,39 @@ def lab(tmp_path_factory, mnist_dir, browser):
     root = base / "root"
     root.mkdir()
     token, port = secrets.token_hex(16), _free_port()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(config.ROOT), os.environ.get("PYTHONPATH", "")]),
-               JUPYTERLAB_SETTINGS_DIR=str(base / "settings"), JUPYTERLAB_WORKSPACES_DIR=str(base / "workspaces"),
-               JUPYTER_RUNTIME_DIR=str(base / "runtime"), DIFFUSION_RUNS_DIR=str(base / "runs"),
-               DIFFUSION_PLOTS_DIR=str(base / "Plots"), DIFFUSION_BUILD_DIR=str(base / "build"), DIFFUSION_RESULTS_DIR=str(base / "results"),
-               MPLBACKEND="module://matplotlib_inline.backend_inline")
-    log = open(base / "server.log", "w")
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(config.ROOT), os.environ.get("PYTHONPATH", "")]),
+        JUPYTERLAB_SETTINGS_DIR=str(base / "settings"),
+        JUPYTERLAB_WORKSPACES_DIR=str(base / "workspaces"),
+        JUPYTER_RUNTIME_DIR=str(base / "runtime"),
+        DIFFUSION_RUNS_DIR=str(base / "runs"),
+        DIFFUSION_PLOTS_DIR=str(base / "Plots"),
+        DIFFUSION_BUILD_DIR=str(base / "build"),
+        DIFFUSION_RESULTS_DIR=str(base / "results"),
+        MPLBACKEND="module://matplotlib_inline.backend_inline",
+    )
+    log = open(base / "server.log", "w")  # noqa: SIM115 (closed when the server stops)
     server = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ip=127.0.0.1", f"--port={port}",
-         "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
-        env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--allow-root",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            "--ServerApp.port_retries=0",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={root}",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        ],
+        env=env,
+        cwd=root,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 120
@@ -87,7 +117,9 @@ def lab(tmp_path_factory, mnist_dir, browser):
                 break
             except OSError:
                 if server.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"JupyterLab did not start:\n{(base / 'server.log').read_text()[-3000:]}")
+                    raise RuntimeError(
+                        f"JupyterLab did not start:\n{(base / 'server.log').read_text()[-3000:]}"
+                    ) from None
                 time.sleep(0.5)
         yield root, url, token, base
     finally:
@@ -104,8 +136,7 @@ def _smoke_copy(name: str, root: Path, **params) -> Path:
     nb = json.loads((config.NOTEBOOKS_DIR / name).read_text())
     cell = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
     values = {"profile": "smoke", **params}
-    lines = [line for line in "".join(cell["source"]).splitlines()
-             if line.split("=")[0].strip() not in values]
+    lines = [line for line in "".join(cell["source"]).splitlines() if line.split("=")[0].strip() not in values]
     cell["source"] = "\n".join(lines + [f"{k} = {v!r}" for k, v in values.items()])
     path = root / name
     path.write_text(json.dumps(nb, indent=1))
@@ -114,10 +145,13 @@ def _smoke_copy(name: str, root: Path, **params) -> Path:
 
 def _image_digest(page, img) -> str:
     """SHA-256 of the bytes behind the <img> the Image widget shows (its src is a blob: URL)."""
-    data = page.evaluate("""async (img) => {
+    data = page.evaluate(
+        """async (img) => {
         const buf = await (await fetch(img.src)).arrayBuffer();
         return Array.from(new Uint8Array(buf));
-    }""", img.element_handle())
+    }""",
+        img.element_handle(),
+    )
     return hashlib.sha256(bytes(data)).hexdigest()
 
 
@@ -146,10 +180,13 @@ def _run_all(page, url, token, name, timeout_s=RUN_TIMEOUT_S):
     # A workspace of its own, reset: only this notebook is open (no earlier tab, no dialog).
     page.goto(f"{url}/lab/workspaces/{Path(name).stem}/tree/{name}?reset&token={token}")
     page.locator(".jp-Notebook").wait_for(timeout=60_000)
-    page.wait_for_function(f"""() => {{
+    page.wait_for_function(
+        f"""() => {{
         const s = document.querySelector("{KERNEL_STATUS}");
         return s !== null && /\\| Idle$/.test(s.textContent.trim());
-    }}""", timeout=120_000)
+    }}""",
+        timeout=120_000,
+    )
     started = f"() => {PROMPTS}.some(t => /\\[(\\*|\\d+)\\]/.test(t))"
     for attempt in range(3):
         page.get_by_role("menuitem", name="Run", exact=True).click()
@@ -159,17 +196,25 @@ def _run_all(page, url, token, name, timeout_s=RUN_TIMEOUT_S):
             break
         except PlaywrightTimeout:  # the click was dropped
             if attempt == 2:
-                raise AssertionError(f"no cell started after three 'Run All Cells': {_prompts(page)}")
-    page.wait_for_function(f"""() => {{
+                raise AssertionError(f"no cell started after three 'Run All Cells': {_prompts(page)}") from None
+    page.wait_for_function(
+        f"""() => {{
         const s = document.querySelector("{KERNEL_STATUS}");
         return !{PROMPTS}.some(t => t.includes("[*]")) && s !== null && /\\| Idle$/.test(s.textContent.trim());
-    }}""", timeout=timeout_s * 1000)
+    }}""",
+        timeout=timeout_s * 1000,
+    )
 
 
 def _errors(path: Path) -> list[str]:
     cells = json.loads(path.read_text())["cells"]
-    return [f"{o['ename']}: {o['evalue']}" for c in cells if c["cell_type"] == "code"
-            for o in c.get("outputs", []) if o["output_type"] == "error"]
+    return [
+        f"{o['ename']}: {o['evalue']}"
+        for c in cells
+        if c["cell_type"] == "code"
+        for o in c.get("outputs", [])
+        if o["output_type"] == "error"
+    ]
 
 
 def _move_slider(page, box, keys: list[str]) -> None:
@@ -180,11 +225,14 @@ def _move_slider(page, box, keys: list[str]) -> None:
     page.wait_for_timeout(500)
 
 
-@pytest.mark.parametrize("name, params, explorer", [
-    ("01_ddpm.ipynb", {}, "forward z_t of test digits | reverse z_t of a sample"),
-    # The appendix variants train five more models; the explorer needs only the main one.
-    ("03_cold_diffusion.ipynb", {"cold_variants": []}, "D(x, t) | direct R(D(x, t), t) | Algorithm 2 from t"),
-])
+@pytest.mark.parametrize(
+    "name, params, explorer",
+    [
+        ("01_ddpm.ipynb", {}, "forward z_t of test digits | reverse z_t of a sample"),
+        # The appendix variants train five more models; the explorer needs only the main one.
+        ("03_cold_diffusion.ipynb", {"cold_variants": []}, "D(x, t) | direct R(D(x, t), t) | Algorithm 2 from t"),
+    ],
+)
 def test_explorer_follows_the_keyboard_in_jupyterlab(lab, browser, name, params, explorer):
     root, url, token, base = lab
     path = _smoke_copy(name, root, **params)
@@ -216,10 +264,16 @@ def test_a_failing_cell_stops_the_run_and_is_reported(lab, browser):
     """The harness itself: a cell that raises ends the wait at once (the cells after it are not run),
     and the error is read back from the saved notebook."""
     root, url, token, base = lab
-    cells = [{"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": src}
-             for src in ("x = 1", "raise ValueError('stopped here')", "y = 2")]
-    nb = {"cells": cells, "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)",
-                                                      "language": "python"}}, "nbformat": 4, "nbformat_minor": 5}
+    cells = [
+        {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": src}
+        for src in ("x = 1", "raise ValueError('stopped here')", "y = 2")
+    ]
+    nb = {
+        "cells": cells,
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
     path = root / "failing.ipynb"
     path.write_text(json.dumps(nb))
     page = browser.new_page(viewport={"width": 1400, "height": 1000})

@@ -1,4 +1,5 @@
 """Cold diffusion: the row/column averaging operator, the samplers, the prior and a tiny training run."""
+
 from __future__ import annotations
 
 import io
@@ -8,14 +9,18 @@ import pytest
 import torch
 
 from helpers import experiments
-
-from helpers.cold import (METHODS, ColdDiffusion, fit_gaussian_mixture, reconstruction_metrics,
-                          reconstructions, sample_cold)
+from helpers.cold import (
+    METHODS,
+    ColdDiffusion,
+    fit_gaussian_mixture,
+    reconstruction_metrics,
+    reconstructions,
+    sample_cold,
+)
 from helpers.config import COLD_PRESETS, ColdConfig, cold_preset
 from helpers.data import training_images
 from helpers.ddpm import GaussianNoising
-from helpers.degradations import (AXES, GROUPS, SCHEDULES, Degradation, RowColumnAveraging,
-                                  degrade_loop)
+from helpers.degradations import AXES, GROUPS, SCHEDULES, Degradation, RowColumnAveraging, degrade_loop
 
 VARIANTS = list(itertools.product(AXES, GROUPS, SCHEDULES))
 
@@ -41,10 +46,66 @@ def lines(x: torch.Tensor, axis: str) -> torch.Tensor:
 # --------------------------------------------------------------------------- the operator
 def test_orders_are_the_spec_lists():
     spec = {  # 1-indexed, as SPEC section 2 writes them
-        ("outside-in", 1): [1, 28, 2, 27, 3, 26, 4, 25, 5, 24, 6, 23, 7, 22, 8, 21, 9, 20, 10, 19,
-                            11, 18, 12, 17, 13, 16, 14, 15],
-        ("inside-out", 1): [14, 15, 13, 16, 12, 17, 11, 18, 10, 19, 9, 20, 8, 21, 7, 22, 6, 23, 5, 24,
-                            4, 25, 3, 26, 2, 27, 1, 28],
+        ("outside-in", 1): [
+            1,
+            28,
+            2,
+            27,
+            3,
+            26,
+            4,
+            25,
+            5,
+            24,
+            6,
+            23,
+            7,
+            22,
+            8,
+            21,
+            9,
+            20,
+            10,
+            19,
+            11,
+            18,
+            12,
+            17,
+            13,
+            16,
+            14,
+            15,
+        ],
+        ("inside-out", 1): [
+            14,
+            15,
+            13,
+            16,
+            12,
+            17,
+            11,
+            18,
+            10,
+            19,
+            9,
+            20,
+            8,
+            21,
+            7,
+            22,
+            6,
+            23,
+            5,
+            24,
+            4,
+            25,
+            3,
+            26,
+            2,
+            27,
+            1,
+            28,
+        ],
         ("outside-in", 4): [1, 7, 2, 6, 3, 5, 4],
         ("inside-out", 4): [4, 5, 3, 6, 2, 7, 1],
     }
@@ -52,7 +113,7 @@ def test_orders_are_the_spec_lists():
         for axis in AXES:
             op = RowColumnAveraging(axis, group, schedule)
             assert [i + 1 for i in op.order.tolist()] == order
-            assert op.T == len(order)
+            assert len(order) == op.T
     for group in GROUPS:
         op = RowColumnAveraging("columns", group, "random", 3)
         assert sorted(op.order.tolist()) == list(range(28 // group))
@@ -201,7 +262,8 @@ def test_mixture_moments_equal_the_data_moments():
 
 def test_one_component_mixture_is_the_gaussian_fit():
     x = torch.randn(500, 5, generator=torch.Generator().manual_seed(0)) @ torch.randn(
-        5, 5, generator=torch.Generator().manual_seed(1))
+        5, 5, generator=torch.Generator().manual_seed(1)
+    )
     w, mu, L = fit_gaussian_mixture(x, components=1, reg=0.0)
     assert torch.allclose(w, torch.ones(1))
     assert torch.allclose(mu[0], x.mean(0), atol=1e-5)
@@ -217,13 +279,16 @@ def test_prior_log_prob_of_one_component_is_the_gaussian_density():
 
 
 # --------------------------------------------------------------------------- errors
-@pytest.mark.parametrize("kwargs,words", [
-    ({"axis": "diagonal"}, ["axis", "rows", "columns"]),
-    ({"group": 2}, ["group", "1", "4"]),
-    ({"group": True}, ["group"]),
-    ({"schedule": "zigzag"}, ["schedule", "outside-in", "inside-out", "random"]),
-    ({"schedule_seed": -1}, ["schedule_seed", ">= 0"]),
-])
+@pytest.mark.parametrize(
+    "kwargs,words",
+    [
+        ({"axis": "diagonal"}, ["axis", "rows", "columns"]),
+        ({"group": 2}, ["group", "1", "4"]),
+        ({"group": True}, ["group"]),
+        ({"schedule": "zigzag"}, ["schedule", "outside-in", "inside-out", "random"]),
+        ({"schedule_seed": -1}, ["schedule_seed", ">= 0"]),
+    ],
+)
 def test_bad_operator_parameters_are_named(kwargs, words):
     with pytest.raises(ValueError) as err:
         RowColumnAveraging(**kwargs)
@@ -266,8 +331,16 @@ def test_reconstruction_metrics_table():
 
 
 def test_tiny_training_run_learns_and_is_cached(tmp_path):
-    kw = dict(profile="smoke", runs_dir=tmp_path, progress=False, evaluate=False, train_limit=256, epochs=3, n_grid=4,
-              overrides={"batch_size": 32, "lr": 1e-3, "hidden": (8, 8)})
+    kw = dict(
+        profile="smoke",
+        runs_dir=tmp_path,
+        progress=False,
+        evaluate=False,
+        train_limit=256,
+        epochs=3,
+        n_grid=4,
+        overrides={"batch_size": 32, "lr": 1e-3, "hidden": (8, 8)},
+    )
     run = experiments.train("cold", "columns", **kw)
     losses = run.iter_loss
     assert len(losses) == 24 and not run.cached

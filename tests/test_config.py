@@ -4,20 +4,23 @@ from helpers import config
 from helpers.training import TrainSettings
 
 
-@pytest.mark.parametrize("field, value, allowed", [
-    ("T", 0, "integer >= 1"),
-    ("T", 2.5, "integer >= 1"),
-    ("betas", (0.02, 1e-4), "0 < beta1 < beta2 < 1"),
-    ("betas", (0.0, 0.02), "0 < beta1 < beta2 < 1"),
-    ("betas", (1e-4, 1.0), "0 < beta1 < beta2 < 1"),
-    ("lr", 0.0, "> 0.0"),
-    ("lr", -1e-3, "> 0.0"),
-    ("lr", float("nan"), "finite"),
-    ("batch_size", 0, "integer >= 1"),
-    ("hidden", (16, 0, 16), "a tuple of 1 to 32 integers in 1..4096"),
-    ("hidden", (), "a tuple of 1 to 32 integers in 1..4096"),
-    ("activation", "Swish", "GELU"),
-])
+@pytest.mark.parametrize(
+    "field, value, allowed",
+    [
+        ("T", 0, "integer >= 1"),
+        ("T", 2.5, "integer >= 1"),
+        ("betas", (0.02, 1e-4), "0 < beta1 < beta2 < 1"),
+        ("betas", (0.0, 0.02), "0 < beta1 < beta2 < 1"),
+        ("betas", (1e-4, 1.0), "0 < beta1 < beta2 < 1"),
+        ("lr", 0.0, "> 0.0"),
+        ("lr", -1e-3, "> 0.0"),
+        ("lr", float("nan"), "finite"),
+        ("batch_size", 0, "integer >= 1"),
+        ("hidden", (16, 0, 16), "a tuple of 1 to 32 integers in 1..4096"),
+        ("hidden", (), "a tuple of 1 to 32 integers in 1..4096"),
+        ("activation", "Swish", "GELU"),
+    ],
+)
 def test_bad_model_config_names_field_value_and_allowed(field, value, allowed):
     with pytest.raises(ValueError) as err:
         config.DDPMConfig(**{field: value})
@@ -40,9 +43,15 @@ def test_unknown_profile_lists_profiles():
         config.profile("fast")
 
 
-@pytest.mark.parametrize("kw, field", [({"epochs": -1}, "epochs"), ({"epochs": 1, "seed": -2}, "seed"),
-                                        ({"epochs": 1, "sample_epochs": (0,)}, "sample_epochs"),
-                                        ({"epochs": 1, "precision": "fp8"}, "precision")])
+@pytest.mark.parametrize(
+    "kw, field",
+    [
+        ({"epochs": -1}, "epochs"),
+        ({"epochs": 1, "seed": -2}, "seed"),
+        ({"epochs": 1, "sample_epochs": (0,)}, "sample_epochs"),
+        ({"epochs": 1, "precision": "fp8"}, "precision"),
+    ],
+)
 def test_bad_train_settings(kw, field):
     with pytest.raises(ValueError, match=f"^{field}="):
         TrainSettings(**kw)
@@ -50,8 +59,12 @@ def test_bad_train_settings(kw, field):
 
 def test_presets_match_spec_table():
     p = config.DDPM_PRESETS
-    assert (p["default"].T, p["default"].lr, p["default"].hidden, p["default"].activation) == \
-        (1000, 2e-4, (16, 32, 32, 16), "GELU")
+    assert (p["default"].T, p["default"].lr, p["default"].hidden, p["default"].activation) == (
+        1000,
+        2e-4,
+        (16, 32, 32, 16),
+        "GELU",
+    )
     assert (p["testing"].T, p["testing"].lr, p["testing"].activation) == (100, 6e-4, "SELU")
     assert (p["testing2"].T, p["testing2"].lr) == (1500, 4e-4)
     assert p["light"].hidden == (16, 64, 16)
@@ -62,6 +75,9 @@ def test_presets_match_spec_table():
 def test_config_module_imports_only_the_standard_library():
     import subprocess
     import sys
-    code = ("import sys; sys.path.insert(0, '.'); import helpers.config; "
-            "bad = [m for m in ('torch', 'numpy') if m in sys.modules]; sys.exit(len(bad))")
+
+    code = (
+        "import sys; sys.path.insert(0, '.'); import helpers.config; "
+        "bad = [m for m in ('torch', 'numpy') if m in sys.modules]; sys.exit(len(bad))"
+    )
     assert subprocess.run([sys.executable, "-c", code], cwd=config.ROOT).returncode == 0

@@ -47,6 +47,7 @@ def test_pickle_with_wrong_hash_is_never_unpickled():
 
 def test_restricted_unpickler_refuses_other_globals():
     import io
+
     payload = pickle.dumps(print)
     with pytest.raises(pickle.UnpicklingError, match="refusing to load builtins.print"):
         data._ArraysOnly(io.BytesIO(payload)).load()

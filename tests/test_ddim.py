@@ -1,4 +1,5 @@
 """DDIM sampler, its schedule, intermediate states (`keep`) and sampler options of DDPM.sample."""
+
 import math
 
 import pytest
@@ -17,9 +18,11 @@ def noising():
 
 def oracle_for(noising, x0):
     """The exact noise that maps x0 to z at step t: the ideal predictor for a one-image data set."""
+
     def eps(z, t):
         a = noising.alpha[t].view(-1, 1, 1, 1)
         return (z - a.sqrt() * x0) / (1 - a).sqrt()
+
     return eps
 
 
@@ -93,8 +96,15 @@ def test_each_step_adds_noise_of_that_variance():
     c = 0.3
     _, sigmas = ddim_schedule(n, 5, 1.0)
     z_T = torch.randn(40000, 1, 1, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    _, states = sample_ddim(n, lambda z, t: torch.full_like(z, c), z_T, 5, eta=1.0,
-                            generator=torch.Generator().manual_seed(0), keep=range(6))
+    _, states = sample_ddim(
+        n,
+        lambda z, t: torch.full_like(z, c),
+        z_T,
+        5,
+        eta=1.0,
+        generator=torch.Generator().manual_seed(0),
+        keep=range(6),
+    )
     alpha = n.alpha.double()
     for t in range(2, 6):
         a_t, a_s, sigma = alpha[t], alpha[t - 1], sigmas[t - 1]
@@ -150,14 +160,19 @@ def test_ddim_with_every_step_and_eta_one_draws_like_prince_in_distribution():
     assert a.std().item() == pytest.approx(b.std().item(), rel=0.03)
 
 
-@pytest.mark.parametrize("kwargs, pattern", [
-    ({"steps": 0}, r"steps=0 .*1\.\.1000"), ({"steps": T + 1}, r"steps=1001 .*1\.\.1000"),
-    ({"steps": 2.5}, r"steps=2\.5 .*1\.\.1000"),
-    ({"eta": -0.1}, r"eta=-0\.1 .*\[0, 1\]"), ({"eta": 1.5}, r"eta=1\.5 .*\[0, 1\]"),
-    ({"eta": float("nan")}, r"eta=nan .*\[0, 1\]"),
-    ({"spacing": "cosine"}, r"spacing='cosine' .*\['quadratic', 'uniform'\]"),
-    ({"keep": [5, 1001]}, r"keep contains \[1001\].*0\.\.1000"),
-])
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        ({"steps": 0}, r"steps=0 .*1\.\.1000"),
+        ({"steps": T + 1}, r"steps=1001 .*1\.\.1000"),
+        ({"steps": 2.5}, r"steps=2\.5 .*1\.\.1000"),
+        ({"eta": -0.1}, r"eta=-0\.1 .*\[0, 1\]"),
+        ({"eta": 1.5}, r"eta=1\.5 .*\[0, 1\]"),
+        ({"eta": float("nan")}, r"eta=nan .*\[0, 1\]"),
+        ({"spacing": "cosine"}, r"spacing='cosine' .*\['quadratic', 'uniform'\]"),
+        ({"keep": [5, 1001]}, r"keep contains \[1001\].*0\.\.1000"),
+    ],
+)
 def test_ddim_refuses_bad_options_before_any_work(noising, kwargs, pattern):
     calls = []
     args = {"steps": 10, "eta": 0.0, "spacing": "uniform", **kwargs}
@@ -166,17 +181,20 @@ def test_ddim_refuses_bad_options_before_any_work(noising, kwargs, pattern):
     assert calls == []
 
 
-@pytest.mark.parametrize("kwargs, pattern", [
-    ({"sampler": "euler"}, r"sampler='euler'.*\['ddim', 'prince'\]"),
-    ({"sampler": "ddim", "steps": 21}, r"steps=21 .*1\.\.20"),
-    ({"sampler": "ddim", "steps": 0}, r"steps=0 .*1\.\.20"),
-    ({"sampler": "ddim", "eta": 1.5}, r"eta=1\.5 .*\[0, 1\]"),
-    ({"sampler": "ddim", "spacing": "log"}, r"spacing='log'.*\['quadratic', 'uniform'\]"),
-    ({"sampler": "prince", "steps": 10}, r"steps=10.*sampler='prince'"),
-    ({"sampler": "prince", "eta": 1.0}, r"eta=1\.0.*sampler='prince'"),
-    ({"keep": [3, 21]}, r"keep contains \[21\].*0\.\.20"),
-    ({"keep": [-1]}, r"keep contains \[-1\]"),
-])
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        ({"sampler": "euler"}, r"sampler='euler'.*\['ddim', 'prince'\]"),
+        ({"sampler": "ddim", "steps": 21}, r"steps=21 .*1\.\.20"),
+        ({"sampler": "ddim", "steps": 0}, r"steps=0 .*1\.\.20"),
+        ({"sampler": "ddim", "eta": 1.5}, r"eta=1\.5 .*\[0, 1\]"),
+        ({"sampler": "ddim", "spacing": "log"}, r"spacing='log'.*\['quadratic', 'uniform'\]"),
+        ({"sampler": "prince", "steps": 10}, r"steps=10.*sampler='prince'"),
+        ({"sampler": "prince", "eta": 1.0}, r"eta=1\.0.*sampler='prince'"),
+        ({"keep": [3, 21]}, r"keep contains \[21\].*0\.\.20"),
+        ({"keep": [-1]}, r"keep contains \[-1\]"),
+    ],
+)
 def test_sample_refuses_bad_options_before_drawing(kwargs, pattern):
     model = tiny_ddpm(T=20)
     model.eps = lambda z, t: pytest.fail("the network ran")

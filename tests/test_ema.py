@@ -1,4 +1,5 @@
 """EMA of model weights: the closed-form average, warm-up, exact save/resume and exact swapping."""
+
 import io
 
 import pytest
@@ -36,8 +37,9 @@ def test_ema_without_warmup_is_the_closed_form_average():
         model.load_state_dict(w)
         ema.update(model)
     for name, _ in model.named_parameters():
-        closed = decay**k * w0[name] + sum((1 - decay) * decay ** (k - i) * states[i - 1][name]
-                                           for i in range(1, k + 1))
+        closed = decay**k * w0[name] + sum(
+            (1 - decay) * decay ** (k - i) * states[i - 1][name] for i in range(1, k + 1)
+        )
         assert torch.allclose(ema.shadow[name], closed, rtol=0, atol=1e-12)
         assert not torch.allclose(ema.shadow[name], states[-1][name])
     # buffers are copied, not averaged
@@ -122,9 +124,8 @@ def test_applied_swaps_in_the_average_and_restores_raw_weights_exactly():
         assert torch.equal(v, raw[k])
     assert not torch.allclose(model(x), averaged_out)
     # restored even when the block fails
-    with pytest.raises(RuntimeError):
-        with ema.applied(model):
-            raise RuntimeError("evaluation failed")
+    with pytest.raises(RuntimeError), ema.applied(model):
+        raise RuntimeError("evaluation failed")
     for k, v in model.state_dict().items():
         assert torch.equal(v, raw[k])
     # copy_to leaves the average in place
@@ -148,8 +149,9 @@ def test_engine_resume_mid_run_gives_the_ema_of_an_uninterrupted_run(tmp_path):
     s = TrainSettings(epochs=3, ema_decay=0.95)
 
     def run(folder, **kw):
-        return fit(ModelKind(DDPM), cfg, s, data=x, runs_dir=folder, device="cpu", progress=False,
-                     log=lambda *_: None, **kw)
+        return fit(
+            ModelKind(DDPM), cfg, s, data=x, runs_dir=folder, device="cpu", progress=False, log=lambda *_: None, **kw
+        )
 
     full = run(tmp_path / "a")
 

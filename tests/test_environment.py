@@ -1,4 +1,5 @@
 """The project's files agree with each other: pins, notebooks, CI entry point."""
+
 import json
 import re
 
@@ -30,6 +31,7 @@ def test_environment_yml_and_requirements_list_the_same_pins():
 
 def test_installed_versions_match_the_pins():
     from importlib import metadata
+
     req = _pins((config.ROOT / "requirements.txt").read_text().splitlines())
     for name, version in req.items():
         assert metadata.version(name).split("+")[0] == version, name

@@ -1,5 +1,6 @@
 """The explorers without a kernel: frames follow t and the choices, the slider follows T, and a model's
 reconstructions appear exactly when a model of the chosen configuration exists."""
+
 import io
 
 import numpy as np
@@ -47,8 +48,12 @@ def test_frame_is_the_degradation_at_t_and_its_png_shows_it():
 def test_moving_t_or_a_choice_changes_image_and_label():
     e = explore.DegradationExplorer(digits())
     base = e.frame("columns", 1, "random", 10)
-    for other in (e.frame("columns", 1, "random", 11), e.frame("rows", 1, "random", 10),
-                  e.frame("columns", 4, "random", 5), e.frame("columns", 1, "inside-out", 10)):
+    for other in (
+        e.frame("columns", 1, "random", 11),
+        e.frame("rows", 1, "random", 10),
+        e.frame("columns", 4, "random", 5),
+        e.frame("columns", 1, "inside-out", 10),
+    ):
         assert other.label != base.label
         assert other.png != base.png and not torch.equal(pixels(other), pixels(base))
     assert e.frame("columns", 1, "random", 0).png == e.frame("rows", 4, "inside-out", 0).png  # t = 0: x
@@ -88,8 +93,9 @@ def test_slider_range_follows_T_and_the_widget_follows_the_slider(tiny):
     assert box.readout.value == e.frame("columns", 1, "random", 14).label
     assert box.image.value == e.frame("columns", 1, "random", 14).png
     box.slider.value = 20
-    assert box.readout.value.startswith("t = 20 of T = 28") and box.image.value == e.frame(
-        "columns", 1, "random", 20).png
+    assert (
+        box.readout.value.startswith("t = 20 of T = 28") and box.image.value == e.frame("columns", 1, "random", 20).png
+    )
     group.value = 4  # 7 bands: T = 7, the slider keeps the same fraction of T
     assert (box.slider.max, box.slider.value) == (7, 5)
     assert box.readout.value == e.frame("columns", 4, "random", 5).label
@@ -141,7 +147,10 @@ def test_static_figures_show_fixed_steps(tiny):
     fig = explore.DegradationExplorer(digits(), lambda cfg: tiny, base=TINY).figure(steps=5)
     assert [ax.get_title() for ax in fig.axes] == [f"t = {t} of T = 28" for t in (0, 7, 14, 21, 28)]
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == [
-        "D(x, t)", "direct R(D(x, t), t)", "Algorithm 2 from t"]
+        "D(x, t)",
+        "direct R(D(x, t), t)",
+        "Algorithm 2 from t",
+    ]
     plt.close(fig)
     fig = explore.DDPMExplorer(digits(), noising=GaussianNoising(10, 1e-4, 0.02)).figure(steps=3)
     assert [ax.get_title() for ax in fig.axes] == ["t = 0 of T = 10", "t = 5 of T = 10", "t = 10 of T = 10"]

@@ -1,5 +1,6 @@
 """Device and precision choice with the accelerator mocked: CUDA 7.x (bf16 only emulated), 8.0 and
 later, no CUDA, Apple's MPS; the autocast and gradient-scaler pieces; cuDNN autotuning on CUDA only."""
+
 import pytest
 import torch
 
@@ -9,23 +10,34 @@ from helpers import hardware
 @pytest.fixture
 def machine(monkeypatch):
     """Set what torch reports: machine(cuda=(8, 0)) or machine(mps=True) or machine()."""
+
     def set_(cuda=None, mps=False):
         monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda is not None)
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *_: cuda)
         monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # what torch says on 7.x
         monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+
     return set_
 
 
-@pytest.mark.parametrize("cap, want", [((7, 0), "fp16"), ((7, 5), "fp16"), ((8, 0), "bf16"), ((8, 6), "bf16"),
-                                       ((9, 0), "bf16"), ((12, 0), "bf16"), ((6, 1), "fp32")])
+@pytest.mark.parametrize(
+    "cap, want",
+    [
+        ((7, 0), "fp16"),
+        ((7, 5), "fp16"),
+        ((8, 0), "bf16"),
+        ((8, 6), "bf16"),
+        ((9, 0), "bf16"),
+        ((12, 0), "bf16"),
+        ((6, 1), "fp32"),
+    ],
+)
 def test_auto_on_cuda_follows_the_compute_capability(machine, cap, want):
     machine(cuda=cap)
     got, why = hardware.choose_precision("auto", "cuda")
     assert got == want
     assert f"{cap[0]}.{cap[1]}" in why
-    assert {"fp16": "fp16 autocast with a gradient scaler", "bf16": "bf16 natively",
-            "fp32": "fp32"}[want] in why
+    assert {"fp16": "fp16 autocast with a gradient scaler", "bf16": "bf16 natively", "fp32": "fp32"}[want] in why
     # the same answer when the capability is injected instead of read
     assert hardware.choose_precision("auto", "cuda", capability=cap) == (got, why)
 
@@ -45,7 +57,9 @@ def test_requests_on_cuda(machine):
 def test_cpu_precision_is_unchanged():
     assert hardware.choose_precision("auto", "cpu", flags={"avx2"})[0] == "fp32"
     assert hardware.choose_precision("auto", "cpu", flags={"avx2", "avx512_bf16"}) == (
-        "bf16", "this CPU (avx512_bf16) computes bf16 natively")
+        "bf16",
+        "this CPU (avx512_bf16) computes bf16 natively",
+    )
     assert hardware.choose_precision("bf16", "cpu", flags={"amx_bf16"})[0] == "bf16"
     assert hardware.choose_precision("fp32", "cpu", flags={"amx_bf16"})[0] == "fp32"
     assert hardware.choose_precision("fp16", "cpu", flags={"amx_bf16"})[0] == "fp32"
@@ -76,8 +90,7 @@ def test_capabilities_on_a_mocked_gpu(machine, monkeypatch):
     machine(cuda=(7, 5))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *_: "Tesla T4")
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    monkeypatch.setattr(torch.cuda, "get_device_properties",
-                        lambda *_: type("P", (), {"total_memory": 16 * 2**30})())
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda *_: type("P", (), {"total_memory": 16 * 2**30})())
     caps = hardware.capabilities()
     assert caps["gpu"] == "Tesla T4" and caps["compute_capability"] == "7.5"
     assert caps["cuda_bf16_native"] is False and caps["gpu_memory_gib"] == 16.0
@@ -89,9 +102,9 @@ def test_autocast_and_grad_scaler(machine):
         assert (x @ x).dtype == torch.bfloat16
     with hardware.autocast("cpu", "fp32"):
         assert (x @ x).dtype == torch.float32
-    with torch.autocast("cpu", dtype=torch.bfloat16):  # fp32 also switches off an autocast around it
-        with hardware.autocast("cpu", "fp32"):
-            assert (x @ x).dtype == torch.float32
+    # fp32 also switches off an autocast around it
+    with torch.autocast("cpu", dtype=torch.bfloat16), hardware.autocast("cpu", "fp32"):
+        assert (x @ x).dtype == torch.float32
     assert isinstance(hardware.autocast("cuda", "fp16"), torch.autocast)
     for precision in ("fp32", "bf16"):
         scaler = hardware.grad_scaler("cpu", precision)
@@ -195,8 +208,10 @@ def test_sampling_batch_is_a_rule_per_device_and_part_of_the_sample_keys(machine
     a, b = (experiments.generate(model, 10, seed=3, batch_size=bs, progress=False) for bs in (10, 4))
     assert not torch.equal(a, b)
     assert torch.equal(a, experiments.generate(model, 10, seed=3, batch_size=10, progress=False))
-    assert torch.equal(experiments.generate(model, 10, seed=3, progress=False),
-                       experiments.generate(model, 10, seed=3, batch_size=64, progress=False))
+    assert torch.equal(
+        experiments.generate(model, 10, seed=3, progress=False),
+        experiments.generate(model, 10, seed=3, batch_size=64, progress=False),
+    )
     keys = {metrics.epoch_evaluator(16, batch_size=bs)[1] for bs in (16, 64)}
     assert len(keys) == 2 and all(":batch=" in k for k in keys)
     assert metrics.epoch_evaluator(16)[1] == metrics.epoch_evaluator(16, batch_size=64)[1]

@@ -1,5 +1,6 @@
 """Integrity: every cached result keyed by what decides it, every file verified when read (one test
 per way a wrong result used to come back without a word)."""
+
 import builtins
 import pickle
 import shutil
@@ -22,8 +23,18 @@ def _blobs(seed=3, n=64):
 
 
 def _train(runs_dir, settings=TrainSettings(epochs=1), x=None, log=lambda *_: None, **kw):
-    return fit(ModelKind(DDPM), TINY, settings, label="tiny", data=_blobs() if x is None else x,
-                 runs_dir=runs_dir, device="cpu", progress=False, log=log, **kw)
+    return fit(
+        ModelKind(DDPM),
+        TINY,
+        settings,
+        label="tiny",
+        data=_blobs() if x is None else x,
+        runs_dir=runs_dir,
+        device="cpu",
+        progress=False,
+        log=log,
+        **kw,
+    )
 
 
 # 1. one altered byte in an MNIST file
@@ -48,7 +59,9 @@ def test_code_key_follows_every_module_the_engine_imports(tmp_path):
     before = store.code_hash(training.CODE_ROOTS, pkg)
     assert "data" in store.module_closure(training.CODE_ROOTS, pkg)
     text = (pkg / "data.py").read_text()
-    (pkg / "data.py").write_text(text.replace("images_uint8.float() / 255.0 - 0.5", "images_uint8.float() / 255.0 - 0.4"))
+    (pkg / "data.py").write_text(
+        text.replace("images_uint8.float() / 255.0 - 0.5", "images_uint8.float() / 255.0 - 0.4")
+    )
     assert (pkg / "data.py").read_text() != text
     assert store.code_hash(training.CODE_ROOTS, pkg) != before
     (pkg / "data.py").write_text(text + "\n# a comment only\n")
@@ -69,7 +82,7 @@ def test_other_training_data_is_another_run(tmp_path):
 def test_flipped_bytes_in_cached_features_are_recomputed(tmp_path, mnist_dir):
     logs = []
     a = metrics.reference_features("classifier", "test", 40, "cpu", folder=tmp_path, log=logs.append)
-    path, = tmp_path.glob("*.pt")
+    (path,) = tmp_path.glob("*.pt")
     blob = bytearray(path.read_bytes())
     blob[len(blob) // 2] ^= 0x40  # inside the tensors: torch would still load it
     path.write_bytes(bytes(blob))
@@ -99,7 +112,7 @@ def test_numpy_scalars_in_the_logs_load_back(tmp_path):
         return {"fid": np.float64(1.5), "n": np.int64(3)}
 
     s = TrainSettings(epochs=1, eval_epochs=(1,), eval_key="numpy")
-    run = _train(tmp_path, s, evaluate=evaluate)
+    _train(tmp_path, s, evaluate=evaluate)
     again = _train(tmp_path, s, evaluate=evaluate)
     assert again.cached and again.metrics == {1: {"fid": 1.5, "n": 3}}
     assert type(again.metrics[1]["fid"]) is float and type(again.metrics[1]["n"]) is int
@@ -130,7 +143,9 @@ def test_non_utf8_result_is_recomputed_and_integer_keys_survive(tmp_path):
 
 # 8. an out-of-range seed is refused before the run folder exists
 def test_seed_beyond_what_torch_holds_is_refused_before_any_work(tmp_path):
-    with pytest.raises(ValueError, match=r"seed=35184372088832 is not allowed; expected an integer >= 0 and <= 2147483647"):
+    with pytest.raises(
+        ValueError, match=r"seed=35184372088832 is not allowed; expected an integer >= 0 and <= 2147483647"
+    ):
         experiments.train("ddpm", "default", "smoke", seed=2**45, runs_dir=tmp_path, progress=False)
     with pytest.raises(ValueError, match="seed="):
         experiments.check_params(seed=2**45)
@@ -147,11 +162,12 @@ def test_stale_temporaries_are_removed_when_the_run_resumes(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         _train(tmp_path, TrainSettings(epochs=2), on_step=stop)
-    run_dir, = [d for d in tmp_path.iterdir() if d.is_dir()]
+    (run_dir,) = [d for d in tmp_path.iterdir() if d.is_dir()]
     dead = subprocess.Popen(["true"])
     dead.wait()
-    stale = run_dir / store.temporary_name(run_dir / "ckpt-0002.pt").name.replace(f".{__import__('os').getpid()}.",
-                                                                                  f".{dead.pid}.")
+    stale = run_dir / store.temporary_name(run_dir / "ckpt-0002.pt").name.replace(
+        f".{__import__('os').getpid()}.", f".{dead.pid}."
+    )
     stale.write_bytes(b"half a checkpoint")
     assert stale.name.startswith(".ckpt-0002.") and str(dead.pid) in stale.name
     resumed = _train(tmp_path, TrainSettings(epochs=2))

@@ -16,7 +16,7 @@ N = 2000  # images per set in the FID ranking tests
 
 def gaussian_blur(x: torch.Tensor, sigma: float = 1.5) -> torch.Tensor:
     k = torch.arange(-4, 5, dtype=torch.float32)
-    g = torch.exp(-k**2 / (2 * sigma**2))
+    g = torch.exp(-(k**2) / (2 * sigma**2))
     g = g / g.sum()
     x = torch.nn.functional.conv2d(x, g.view(1, 1, 1, -1), padding=(0, 4))
     return torch.nn.functional.conv2d(x, g.view(1, 1, -1, 1), padding=(4, 0))
@@ -54,7 +54,7 @@ def test_fid_of_a_set_with_itself_is_zero(test_fs):
 
 
 def test_fid_ranks_real_training_images_far_below_noise_and_blur(test_set, test_fs, train_fs):
-    x = test_set[0][N:2 * N]  # other test images than the reference ones
+    x = test_set[0][N : 2 * N]  # other test images than the reference ones
     real = metrics.fid(test_fs.subset(slice(0, N)), train_fs)
     noise = fid_vs_test(test_set, test_fs, torch.rand(N, 1, 28, 28, generator=torch.Generator().manual_seed(0)))
     blurred = fid_vs_test(test_set, test_fs, gaussian_blur(x))
@@ -63,7 +63,7 @@ def test_fid_ranks_real_training_images_far_below_noise_and_blur(test_set, test_
 
 
 def test_fid_increases_strictly_with_added_noise(test_set, test_fs):
-    x = test_set[0][N:2 * N]
+    x = test_set[0][N : 2 * N]
     values = [fid_vs_test(test_set, test_fs, with_noise(x, s)) for s in (0.05, 0.15, 0.3)]
     assert values[0] < values[1] < values[2]
 
@@ -132,17 +132,20 @@ def test_metrics_leave_the_global_rng_alone(test_fs):
 
 
 # --------------------------------------------------------------------------- input checks
-@pytest.mark.parametrize("bad, match", [
-    (torch.rand(8, 1, 28, 28) * 255, "outside the expected range"),
-    (torch.rand(8, 1, 28, 28) - 3.0, "outside the expected range"),
-    (torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8), "uint8"),
-    (torch.rand(8, 28, 28), "shape"),
-    (torch.rand(8, 3, 28, 28), "shape"),
-    (torch.rand(1, 1, 28, 28), "at least 2"),
-    (torch.full((8, 1, 28, 28), float("nan")), "NaN"),
-    (torch.randint(0, 2, (8, 1, 28, 28)), "dtype"),
-    ([[0.0]], "torch.Tensor"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (torch.rand(8, 1, 28, 28) * 255, "outside the expected range"),
+        (torch.rand(8, 1, 28, 28) - 3.0, "outside the expected range"),
+        (torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8), "uint8"),
+        (torch.rand(8, 28, 28), "shape"),
+        (torch.rand(8, 3, 28, 28), "shape"),
+        (torch.rand(1, 1, 28, 28), "at least 2"),
+        (torch.full((8, 1, 28, 28), float("nan")), "NaN"),
+        (torch.randint(0, 2, (8, 1, 28, 28)), "dtype"),
+        ([[0.0]], "torch.Tensor"),
+    ],
+)
 def test_wrong_inputs_are_refused(bad, match):
     with pytest.raises(ValueError, match=match):
         metrics.check_images(bad)
@@ -165,9 +168,17 @@ def test_evaluate_and_the_real_data_floor(mnist_dir):
     floor = metrics.real_data_floor(n, device="cpu", n_bootstrap=5, kid_subsets=20)
     assert out["n"] == out["n_reference"] == n and out["kid_subset_size"] == 500
     assert out["reference"] == "test" and out["weights"] == {"classifier": clf.weights_id()}
-    for key in ("fid_classifier", "kid_classifier_mean", "kid_classifier_std", "is_classifier_mean",
-                "is_classifier_std", "class_entropy_bits", "top_class_share", "fid_classifier_se",
-                "is_classifier_mean_se"):
+    for key in (
+        "fid_classifier",
+        "kid_classifier_mean",
+        "kid_classifier_std",
+        "is_classifier_mean",
+        "is_classifier_std",
+        "class_entropy_bits",
+        "top_class_share",
+        "fid_classifier_se",
+        "is_classifier_mean_se",
+    ):
         assert isinstance(out[key], float) and math.isfinite(out[key]), key
     # the same images through images -> features -> metrics and through the cached features
     for key in ("fid_classifier", "kid_classifier_mean", "is_classifier_mean", "fid_classifier_se"):

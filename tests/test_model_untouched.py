@@ -6,6 +6,7 @@ Every `nn.Module.to/.cpu/.cuda/.half/.float/.double` goes through `nn.Module._ap
 through `train(False)`: both are spied on for every module of the trained models while each
 notebook-level function runs, and the tensors themselves (storage, dtype, device, values) are
 compared before and after."""
+
 import contextlib
 
 import pytest
@@ -18,10 +19,22 @@ from helpers.ddpm import DDPM
 from helpers.ema import EMA
 from helpers.training import ModelKind, TrainSettings, fit
 
-TINY_PROFILE = config.Profile("tiny", epochs=1, train_limit=64, sample_epochs=(), eval_epochs=(),
-                              eval_samples=10, final_samples=20, inception_samples=0, variant_epochs=1,
-                              variant_train_limit=64, ema_decay=0.9, ddim_steps=(5,), ddim_samples=20,
-                              n_grid=4)
+TINY_PROFILE = config.Profile(
+    "tiny",
+    epochs=1,
+    train_limit=64,
+    sample_epochs=(),
+    eval_epochs=(),
+    eval_samples=10,
+    final_samples=20,
+    inception_samples=0,
+    variant_epochs=1,
+    variant_train_limit=64,
+    ema_decay=0.9,
+    ddim_steps=(5,),
+    ddim_samples=20,
+    n_grid=4,
+)
 
 
 def images(n, seed=0):
@@ -35,10 +48,12 @@ def runs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("runs")
     x = images(64)
     quiet = dict(runs_dir=folder, device="cpu", progress=False, log=lambda *_: None, data=x)
-    ddpm = fit(ModelKind(DDPM), DDPMConfig(T=20, hidden=(4,), batch_size=32),
-                 TrainSettings(epochs=1, ema_decay=0.9), **quiet)
-    cold_run = fit(experiments.KINDS["cold"], cold_preset("columns", hidden=(4,), batch_size=32),
-                     TrainSettings(epochs=1), **quiet)
+    ddpm = fit(
+        ModelKind(DDPM), DDPMConfig(T=20, hidden=(4,), batch_size=32), TrainSettings(epochs=1, ema_decay=0.9), **quiet
+    )
+    cold_run = fit(
+        experiments.KINDS["cold"], cold_preset("columns", hidden=(4,), batch_size=32), TrainSettings(epochs=1), **quiet
+    )
     return {"ddpm": ddpm, "cold": cold_run}
 
 
@@ -88,14 +103,16 @@ def untouched(monkeypatch, *models):
 
 def test_the_spy_sees_what_moves_or_switches_a_model(monkeypatch, runs):
     model = runs["ddpm"].model
-    for act in (lambda: model.noising.cpu(),  # the explorer's old defect (in place, even if already there)
-                lambda: model.eval(), lambda: model.to(torch.float32)):  # no-ops here, still caught
-        with pytest.raises(AssertionError):
-            with untouched(monkeypatch, model):
-                act()
-    with pytest.raises(AssertionError):  # a change that bypasses _apply shows in the tensors
-        with untouched(monkeypatch, model):
-            model.noising.beta = model.noising.beta.clone()
+    for act in (
+        lambda: model.noising.cpu(),  # the explorer's old defect (in place, even if already there)
+        lambda: model.eval(),
+        lambda: model.to(torch.float32),
+    ):  # no-ops here, still caught
+        with pytest.raises(AssertionError), untouched(monkeypatch, model):
+            act()
+    # a change that bypasses _apply shows in the tensors
+    with pytest.raises(AssertionError), untouched(monkeypatch, model):
+        model.noising.beta = model.noising.beta.clone()
     assert all(not m.training for m in model.modules())
 
 
@@ -108,8 +125,9 @@ def test_explorers_leave_the_model_alone(monkeypatch, runs, mnist_dir):
         e.figure(steps=3)
     assert e.noising is not ddpm.noising and e.noising.beta.device.type == "cpu"
     with untouched(monkeypatch, cold_model):
-        d = explore.DegradationExplorer(images(4), lambda cfg: cold_model if cfg == cold_model.cfg else None,
-                                        base=cold_model.cfg)
+        d = explore.DegradationExplorer(
+            images(4), lambda cfg: cold_model if cfg == cold_model.cfg else None, base=cold_model.cfg
+        )
         d.frame("columns", 1, "random", 5)
         d.figure(steps=3)
         d.widget()

@@ -1,5 +1,6 @@
 """The notebooks run headless through the pipeline with the smoke profile, survive being killed and
 being run twice at once, and refuse bad parameters before any work."""
+
 import json
 import os
 import signal
@@ -15,8 +16,13 @@ NB01 = config.NOTEBOOKS_DIR / "01_ddpm.ipynb"
 
 
 def _env(base, build="build"):
-    return dict(os.environ, DIFFUSION_RUNS_DIR=str(base / "runs"), DIFFUSION_PLOTS_DIR=str(base / "Plots"),
-                DIFFUSION_BUILD_DIR=str(base / build), DIFFUSION_RESULTS_DIR=str(base / build / "results"))
+    return dict(
+        os.environ,
+        DIFFUSION_RUNS_DIR=str(base / "runs"),
+        DIFFUSION_PLOTS_DIR=str(base / "Plots"),
+        DIFFUSION_BUILD_DIR=str(base / build),
+        DIFFUSION_RESULTS_DIR=str(base / build / "results"),
+    )
 
 
 # Every notebook, without the report (its own tests build it; here it would write into report/).
@@ -24,8 +30,15 @@ NOTEBOOKS = ["--only", *(p.stem for p in pipeline.notebook_paths())]
 
 
 def _start(env, *args):
-    return subprocess.Popen([sys.executable, "-m", "helpers.pipeline", *args], env=env, cwd=config.ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "helpers.pipeline", *args],
+        env=env,
+        cwd=config.ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def _finish(proc, timeout=1200):
@@ -44,8 +57,10 @@ def smoke(tmp_path_factory, mnist_dir):
         time.sleep(0.5)
     os.killpg(killed.pid, signal.SIGKILL)
     killed.wait()
-    broken = {"figures": sorted((base / "Plots").rglob("*.png")) if (base / "Plots").exists() else [],
-              "notebooks": sorted((base / "build").rglob("01_ddpm.ipynb")) if (base / "build").exists() else []}
+    broken = {
+        "figures": sorted((base / "Plots").rglob("*.png")) if (base / "Plots").exists() else [],
+        "notebooks": sorted((base / "build").rglob("01_ddpm.ipynb")) if (base / "build").exists() else [],
+    }
     a = _start(_env(base, "build_a"), "--profile", "smoke", *NOTEBOOKS)
     b = _start(_env(base, "build_b"), "--profile", "smoke", *NOTEBOOKS)
     return base, broken, _finish(a), _finish(b)
@@ -61,11 +76,21 @@ def test_smoke_pipeline_writes_figures_and_executed_notebooks(smoke):
     base, _, out_a, _ = smoke
     assert "profile: smoke (given with --profile)" in out_a
     plots = {p.name for p in (base / "Plots" / "smoke").iterdir()}
-    assert {"fig1_1_activations.png", "fig1_2_loss_default.png", "fig1_3_samples_default.png",
-            "fig1_4_fid_default.png", "fig1_5_is_default.png", "fig1_9_fid_sets.png",
-            "fig2_0_degradation_steps.png", "fig2_4_reconstructions_columns.png",
-            "fig2_6_class_histograms.png", "figA_reconstructions_rows7.png", "figC_1_samples_cnn_unet.png",
-            "figC_2_fid_cnn_unet.png", "figC_3_class_histograms_cnn_unet.png"} <= plots
+    assert {
+        "fig1_1_activations.png",
+        "fig1_2_loss_default.png",
+        "fig1_3_samples_default.png",
+        "fig1_4_fid_default.png",
+        "fig1_5_is_default.png",
+        "fig1_9_fid_sets.png",
+        "fig2_0_degradation_steps.png",
+        "fig2_4_reconstructions_columns.png",
+        "fig2_6_class_histograms.png",
+        "figA_reconstructions_rows7.png",
+        "figC_1_samples_cnn_unet.png",
+        "figC_2_fid_cnn_unet.png",
+        "figC_3_class_histograms_cnn_unet.png",
+    } <= plots
     record = json.loads((base / "build_a" / "results" / "smoke" / "pipeline.json").read_text())
     assert record["precision"] == "fp32" and record["sampling_batch"] == 64 and record["precision_reason"]
     # the U-Net runs of the smoke study: the DDPM beside the CNN (04) and the restorer (03)
@@ -101,38 +126,52 @@ def test_rerun_after_a_finished_run_uses_the_cache(smoke):
 
 
 def test_bad_profile_is_refused_before_any_work(tmp_path):
-    bad = subprocess.run([sys.executable, "-m", "helpers.pipeline", "--profile", "fast"], env=_env(tmp_path),
-                         cwd=config.ROOT, capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "helpers.pipeline", "--profile", "fast"],
+        env=_env(tmp_path),
+        cwd=config.ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and "profile='fast' is not allowed" in bad.stderr
     assert list(tmp_path.iterdir()) == []
 
 
 def test_bad_profile_through_run_all_is_refused_before_set_up(tmp_path):
-    bad = subprocess.run([str(config.ROOT / "run_all.sh"), "--profile", "fast"], env=_env(tmp_path),
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [str(config.ROOT / "run_all.sh"), "--profile", "fast"], env=_env(tmp_path), capture_output=True, text=True
+    )
     assert bad.returncode == 2 and "profile='fast' is not allowed" in bad.stderr
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("params, message", [
-    ({"preset": "nope"}, "preset='nope' is not allowed"),
-    ({"preset": 3}, "preset=3 is not allowed"),
-    ({"seed": -1}, "seed=-1 is not allowed"),
-    ({"seed": "0"}, "seed='0' is not allowed"),
-    ({"device": "tpu"}, "device='tpu' is not allowed"),
-    ({"profile": "fast"}, "profile='fast' is not allowed"),
-    ({"epochs": 5}, "unknown parameter 'epochs'"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"preset": "nope"}, "preset='nope' is not allowed"),
+        ({"preset": 3}, "preset=3 is not allowed"),
+        ({"seed": -1}, "seed=-1 is not allowed"),
+        ({"seed": "0"}, "seed='0' is not allowed"),
+        ({"device": "tpu"}, "device='tpu' is not allowed"),
+        ({"profile": "fast"}, "profile='fast' is not allowed"),
+        ({"epochs": 5}, "unknown parameter 'epochs'"),
+    ],
+)
 def test_bad_parameter_through_papermill_stops_before_any_work(tmp_path, params, message):
     import papermill
+
     env = _env(tmp_path)
     old = dict(os.environ)
     os.environ.update({k: v for k, v in env.items() if k.startswith("DIFFUSION_")})
     try:
         with pytest.raises(papermill.PapermillExecutionError, match=message):
-            papermill.execute_notebook(str(NB01), str(tmp_path / "out.ipynb"),
-                                       parameters={"profile": "smoke", **params},
-                                       kernel_name="python3", progress_bar=False)
+            papermill.execute_notebook(
+                str(NB01),
+                str(tmp_path / "out.ipynb"),
+                parameters={"profile": "smoke", **params},
+                kernel_name="python3",
+                progress_bar=False,
+            )
     finally:
         os.environ.clear()
         os.environ.update(old)
@@ -141,10 +180,15 @@ def test_bad_parameter_through_papermill_stops_before_any_work(tmp_path, params,
 
 def test_bad_cold_variant_through_papermill(tmp_path):
     import papermill
+
     with pytest.raises(papermill.PapermillExecutionError, match=r"cold_variants=\['rows99'\] is not allowed"):
-        papermill.execute_notebook(str(config.NOTEBOOKS_DIR / "03_cold_diffusion.ipynb"), str(tmp_path / "o.ipynb"),
-                                   parameters={"profile": "smoke", "cold_variants": ["rows99"]},
-                                   kernel_name="python3", progress_bar=False)
+        papermill.execute_notebook(
+            str(config.NOTEBOOKS_DIR / "03_cold_diffusion.ipynb"),
+            str(tmp_path / "o.ipynb"),
+            parameters={"profile": "smoke", "cold_variants": ["rows99"]},
+            kernel_name="python3",
+            progress_bar=False,
+        )
 
 
 def test_unknown_parameter_name_is_refused():

@@ -2,6 +2,7 @@
 (kernels import this checkout, -p and --fresh reach them, failures keep their executed copy, stale
 temporaries go, every run is recorded). Pipelines run on tiny throwaway notebooks in a copy of the
 package, so each takes seconds."""
+
 import json
 import os
 import shutil
@@ -19,8 +20,11 @@ VENV_BIN = str(Path(sys.executable).parent)
 
 
 def _clean_env(**extra):
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("DIFFUSION_") and k not in ("VIRTUAL_ENV", "CONDA_PREFIX", "PYTHONPATH")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("DIFFUSION_") and k not in ("VIRTUAL_ENV", "CONDA_PREFIX", "PYTHONPATH")
+    }
     return {**env, **extra}
 
 
@@ -44,21 +48,27 @@ def checkout(tmp_path):
     return repo
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--only", "nope"], "--only: 'nope' is not a notebook or 'report'; expected some of ['01_ddpm',"),
-    (["--only"], "--only needs at least one name; expected some of ['01_ddpm',"),
-    (["--profile="], "profile='' is not allowed; expected one of ['full', 'quick', 'smoke']"),
-    (["--profile", ""], "profile='' is not allowed; expected one of ['full', 'quick', 'smoke']"),
-    (["--profile", "fast"], "profile='fast' is not allowed"),
-    (["-p", "epochs", "3"], "-p epochs: no selected notebook"),
-    (["--only", "03_cold_diffusion", "-p", "baseline", "x"], "-p baseline: no selected notebook (03_cold_diffusion)"),
-    (["--only", "report", "-p", "seed", "1"], "-p seed: no selected notebook (none)"),
-    (["-p", "profile", "smoke"], "give the profile with --profile"),
-    (["--jobs", "0"], "--jobs='0' is not allowed; expected 'auto' or an integer >= 1"),
-    (["--jobs", "many"], "--jobs='many' is not allowed"),
-    (["--bogus"], "unrecognized arguments: --bogus"),
-    (["--prof", "smoke"], "unrecognized arguments: --prof"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--only", "nope"], "--only: 'nope' is not a notebook or 'report'; expected some of ['01_ddpm',"),
+        (["--only"], "--only needs at least one name; expected some of ['01_ddpm',"),
+        (["--profile="], "profile='' is not allowed; expected one of ['full', 'quick', 'smoke']"),
+        (["--profile", ""], "profile='' is not allowed; expected one of ['full', 'quick', 'smoke']"),
+        (["--profile", "fast"], "profile='fast' is not allowed"),
+        (["-p", "epochs", "3"], "-p epochs: no selected notebook"),
+        (
+            ["--only", "03_cold_diffusion", "-p", "baseline", "x"],
+            "-p baseline: no selected notebook (03_cold_diffusion)",
+        ),
+        (["--only", "report", "-p", "seed", "1"], "-p seed: no selected notebook (none)"),
+        (["-p", "profile", "smoke"], "give the profile with --profile"),
+        (["--jobs", "0"], "--jobs='0' is not allowed; expected 'auto' or an integer >= 1"),
+        (["--jobs", "many"], "--jobs='many' is not allowed"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+        (["--prof", "smoke"], "unrecognized arguments: --prof"),
+    ],
+)
 def test_run_all_refuses_bad_arguments_before_set_up(checkout, args, message):
     before = _tree(checkout)
     r = subprocess.run([str(checkout / "run_all.sh"), *args], env=_clean_env(), capture_output=True, text=True)
@@ -67,11 +77,17 @@ def test_run_all_refuses_bad_arguments_before_set_up(checkout, args, message):
     assert _tree(checkout) == before  # no .venv, build/, runs/, lock or bytecode
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--only", "01_ddpm", "-p", "seed", "-1"], "01_ddpm.ipynb: seed=-1 is not allowed"),
-    (["-p", "preset", "nope"], "01_ddpm.ipynb: preset='nope' is not allowed"),
-    (["--only", "03_cold_diffusion", "-p", "cold_variants", "['rows99']"], "cold_variants=['rows99'] is not allowed"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--only", "01_ddpm", "-p", "seed", "-1"], "01_ddpm.ipynb: seed=-1 is not allowed"),
+        (["-p", "preset", "nope"], "01_ddpm.ipynb: preset='nope' is not allowed"),
+        (
+            ["--only", "03_cold_diffusion", "-p", "cold_variants", "['rows99']"],
+            "cold_variants=['rows99'] is not allowed",
+        ),
+    ],
+)
 def test_run_all_refuses_bad_values_before_set_up(checkout, args, message):
     # The value checks import torch: with a python3 that has it (here this venv's), they run before set-up too.
     before = _tree(checkout)
@@ -81,16 +97,24 @@ def test_run_all_refuses_bad_values_before_set_up(checkout, args, message):
     assert _tree(checkout) == before
 
 
-@pytest.mark.parametrize("args, report", [
-    (["--profile", "smoke", "--only", "01_ddpm", "-p", "seed", "3", "-p", "overrides", "{'lr': 1e-3}"], ""),
-    (["--only", "report", "02_hyperparams", "-p", "baseline", "testing"], "report"),
-    (["--jobs", "4", "--pretrain", "--fresh"], "report"),
-])
+@pytest.mark.parametrize(
+    "args, report",
+    [
+        (["--profile", "smoke", "--only", "01_ddpm", "-p", "seed", "3", "-p", "overrides", "{'lr': 1e-3}"], ""),
+        (["--only", "report", "02_hyperparams", "-p", "baseline", "testing"], "report"),
+        (["--jobs", "4", "--pretrain", "--fresh"], "report"),
+    ],
+)
 def test_good_arguments_pass_the_check(args, report):
     if "overrides" in args and "overrides" not in pipeline.declared_parameters(config.NOTEBOOKS_DIR / "01_ddpm.ipynb"):
         args = args[:-3]  # until the notebook declares `overrides`
-    r = subprocess.run([sys.executable, "-m", "helpers.pipeline", "--check-args", *args], cwd=ROOT,
-                       env=_clean_env(), capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "helpers.pipeline", "--check-args", *args],
+        cwd=ROOT,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == report
 
@@ -102,9 +126,17 @@ def test_help_lists_every_option():
         assert option in r.stdout
 
 
-@pytest.mark.parametrize("text, value", [("3", 3), ("1e-3", 1e-3), ("None", None), ("testing", "testing"),
-                                         ("{'lr': 1e-3, 'hidden': [32, 64]}", {"lr": 1e-3, "hidden": [32, 64]}),
-                                         ("[rows7]", "[rows7]")])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("3", 3),
+        ("1e-3", 1e-3),
+        ("None", None),
+        ("testing", "testing"),
+        ("{'lr': 1e-3, 'hidden': [32, 64]}", {"lr": 1e-3, "hidden": [32, 64]}),
+        ("[rows7]", "[rows7]"),
+    ],
+)
 def test_parameter_values_are_literals_or_strings(text, value):
     assert pipeline.parse_value(text) == value
 
@@ -118,16 +150,21 @@ def test_declared_parameters_are_read_from_the_tagged_cell():
 def test_check_env_names_another_checkouts_helpers(tmp_path):
     (tmp_path / "helpers").mkdir()
     (tmp_path / "helpers" / "__init__.py").write_text("")
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "check_env.py")], capture_output=True, text=True,
-                       env=_clean_env(PYTHONPATH=str(tmp_path)))
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "check_env.py")],
+        capture_output=True,
+        text=True,
+        env=_clean_env(PYTHONPATH=str(tmp_path)),
+    )
     assert r.returncode == 1
     assert f"`import helpers` finds {tmp_path / 'helpers'}, not this checkout's {ROOT / 'helpers'}" in r.stdout
 
 
 # --------------------------------------------------------------------------- the pipeline on tiny notebooks
 def _notebook(path: Path, *cells: str, parameters: str = "profile = None\nseed = 0") -> None:
-    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                                           "language": "python"}})
+    nb = nbformat.v4.new_notebook(
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+    )
     nb.cells = [nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]})]
     nb.cells += [nbformat.v4.new_code_cell(c) for c in cells]
     nbformat.write(nb, path)
@@ -140,19 +177,30 @@ def repo(tmp_path):
     brackets and accents."""
     repo = _copy_package(tmp_path / "my study [v2]" / "Übung ñ" / "repo")
     (repo / "notebooks").mkdir()
-    _notebook(repo / "notebooks" / "01_probe.ipynb",
-              "import os, helpers\nprint('helpers:', helpers.__file__)\n"
-              "print('fresh:', os.environ.get('DIFFUSION_FRESH'))\nprint('seed:', seed)")
+    _notebook(
+        repo / "notebooks" / "01_probe.ipynb",
+        "import os, helpers\nprint('helpers:', helpers.__file__)\n"
+        "print('fresh:', os.environ.get('DIFFUSION_FRESH'))\nprint('seed:', seed)",
+    )
     _notebook(repo / "notebooks" / "02_boom.ipynb", "x = 1", "x / 0")
-    _notebook(repo / "notebooks" / "03_overrides.ipynb", "print('overrides:', overrides)",
-              parameters="profile = None\npreset = 'default'\noverrides = {}")
+    _notebook(
+        repo / "notebooks" / "03_overrides.ipynb",
+        "print('overrides:', overrides)",
+        parameters="profile = None\npreset = 'default'\noverrides = {}",
+    )
     return repo
 
 
 def _pipeline(repo: Path, *args):
     # Run from the copy: its helpers (not the installed ones) are what the pipeline and kernels must use.
-    return subprocess.run([sys.executable, "-m", "helpers.pipeline", "--profile", "smoke", *args], cwd=repo,
-                          env=_clean_env(), capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "helpers.pipeline", "--profile", "smoke", *args],
+        cwd=repo,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def _outputs(nb_path: Path) -> str:
@@ -163,9 +211,11 @@ def _outputs(nb_path: Path) -> str:
 def test_kernels_get_this_checkout_parameters_and_fresh_and_the_run_is_recorded(repo):
     dead = subprocess.Popen(["true"])
     dead.wait()
-    stale = [repo / "build" / "smoke" / f".01_probe.{dead.pid}.tmp.ipynb",
-             repo / "Plots" / "smoke" / "sub" / f".fig1_1.{dead.pid}.tmp.png",
-             repo / "results" / "smoke" / f".01_probe.{dead.pid}.tmp.json"]
+    stale = [
+        repo / "build" / "smoke" / f".01_probe.{dead.pid}.tmp.ipynb",
+        repo / "Plots" / "smoke" / "sub" / f".fig1_1.{dead.pid}.tmp.png",
+        repo / "results" / "smoke" / f".01_probe.{dead.pid}.tmp.json",
+    ]
     live = repo / "Plots" / "smoke" / f".fig1_2.{os.getpid()}.tmp.png"  # a writer still at work
     for p in [*stale, live]:
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -208,12 +258,15 @@ def test_failed_notebook_keeps_its_executed_copy_and_names_the_cell(repo):
     assert {k: v["status"] for k, v in record["notebooks"].items()} == {"01_probe": "ok", "02_boom": "failed"}
 
 
-@pytest.mark.parametrize("args, message", [
-    (["-p", "seed", "-1"], "01_probe.ipynb: seed=-1 is not allowed; expected an integer >= 0"),
-    (["-p", "overrides", "{'lr': -1}"], "03_overrides.ipynb: overrides: lr=-1 is not allowed"),
-    (["-p", "overrides", "{'epochs': 3}"], "03_overrides.ipynb: overrides: override='epochs' is not allowed"),
-    (["-p", "preset", "nope"], "03_overrides.ipynb: preset='nope' is not allowed"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["-p", "seed", "-1"], "01_probe.ipynb: seed=-1 is not allowed; expected an integer >= 0"),
+        (["-p", "overrides", "{'lr': -1}"], "03_overrides.ipynb: overrides: lr=-1 is not allowed"),
+        (["-p", "overrides", "{'epochs': 3}"], "03_overrides.ipynb: overrides: override='epochs' is not allowed"),
+        (["-p", "preset", "nope"], "03_overrides.ipynb: preset='nope' is not allowed"),
+    ],
+)
 def test_bad_value_stops_before_any_notebook(repo, args, message):
     # 01_probe comes first and would run if the values were checked one notebook at a time
     r = _pipeline(repo, *args)
@@ -236,7 +289,8 @@ def test_pretrain_stage_runs_first_and_spends_fresh(repo):
         "def default_jobs():\n    return 3\n"
         "def run(profile, jobs, log=print):\n"
         "    open(os.path.join(os.path.dirname(__file__), 'called.json'), 'w').write(json.dumps(\n"
-        "        [profile, jobs, os.environ.get('DIFFUSION_FRESH')]))\n    return {}\n")
+        "        [profile, jobs, os.environ.get('DIFFUSION_FRESH')]))\n    return {}\n"
+    )
     r = _pipeline(repo, "--only", "01_probe", "--jobs", "2", "--fresh")
     assert r.returncode == 0, r.stderr
     assert json.loads((repo / "helpers" / "called.json").read_text()) == ["smoke", 2, "1"]

@@ -1,5 +1,6 @@
 """The pre-training stage: worker processes train each run once, compute its cached results, and the
 notebooks' own calls then load everything from the cache."""
+
 import json
 import os
 import sys
@@ -26,8 +27,9 @@ def test_stage_trains_each_run_once_and_notebook_calls_hit_the_cache(isolated, t
     assert not any(r["cached"] for r in first)
     assert all(r["train_seconds"] > 0 and r["final_seconds"] > 0 for r in first)
     folders = sorted(d.name for d in isolated.iterdir() if d.is_dir())
-    assert len(folders) == 2 and all(sorted(p.name for p in (isolated / f).glob("ckpt-*.pt")) == ["ckpt-0001.pt"]
-                                     for f in folders)
+    assert len(folders) == 2 and all(
+        sorted(p.name for p in (isolated / f).glob("ckpt-*.pt")) == ["ckpt-0001.pt"] for f in folders
+    )
     timings = [json.loads(line) for line in (tmp_path / "logs" / "jobs.jsonl").read_text().splitlines()]
     assert sorted(t["job"] for t in timings) == ["cold:columns7", "ddpm:testing"]
     assert all(t["status"] == "ok" and t["train_seconds"] > 0 for t in timings)
@@ -78,14 +80,22 @@ print("[pretrain-result] " + json.dumps({"kind": kind, "preset": preset, "train_
 def fake_stage(monkeypatch, tmp_path, runs, jobs, fail=()):
     script = tmp_path / "fake_worker.py"
     script.write_text(FAKE_WORKER)
-    monkeypatch.setattr(pretrain, "worker_command", lambda kind, preset, profile: [
-        sys.executable, str(script), kind, preset, "1" if (kind, preset) in fail else "0"])
+    monkeypatch.setattr(
+        pretrain,
+        "worker_command",
+        lambda kind, preset, profile: [
+            sys.executable,
+            str(script),
+            kind,
+            preset,
+            "1" if (kind, preset) in fail else "0",
+        ],
+    )
     out = {}
 
     def target():
         try:
-            out["results"] = pretrain.run("smoke", jobs=jobs, runs=runs, log=lambda *_: None,
-                                          log_dir=tmp_path / "logs")
+            out["results"] = pretrain.run("smoke", jobs=jobs, runs=runs, log=lambda *_: None, log_dir=tmp_path / "logs")
         except RuntimeError as exc:
             out["error"] = str(exc)
 
@@ -112,7 +122,10 @@ def test_timings_of_finished_jobs_survive_a_failed_one(monkeypatch, tmp_path):
     assert "cold:columns7: exit 3" in out["error"] and "line 2999" in out["error"]
     timings = [json.loads(line) for line in (tmp_path / "logs" / "jobs.jsonl").read_text().splitlines()]
     assert [(t["job"], t["status"]) for t in timings] == [
-        ("ddpm:testing", "ok"), ("cold:columns7", "failed"), ("cold:rows7", "ok")]
+        ("ddpm:testing", "ok"),
+        ("cold:columns7", "failed"),
+        ("cold:rows7", "ok"),
+    ]
     assert timings[0]["train_seconds"] == 0.1
 
 

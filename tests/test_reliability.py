@@ -2,6 +2,7 @@
 
 Each test injects one fault and checks that no work is lost and nothing wrong is used silently.
 """
+
 import dataclasses
 import os
 import random
@@ -15,9 +16,9 @@ import time
 import pytest
 import torch
 
-from helpers import config, plotting, store, training
+from helpers import config, plotting, store
 from helpers.ddpm import DDPM
-from helpers.training import ModelKind, TrainSettings, TrainingDiverged, fit
+from helpers.training import ModelKind, TrainingDiverged, TrainSettings, fit
 
 TINY = config.DDPMConfig(T=20, hidden=(4, 8), batch_size=32, lr=2e-3)
 SETTINGS = TrainSettings(epochs=3, sample_epochs=(3,), n_grid=2)
@@ -29,8 +30,18 @@ def _data():
 
 
 def _train(runs_dir, cfg=TINY, settings=SETTINGS, log=lambda *_: None, **kw):
-    return fit(ModelKind(DDPM), cfg, settings, label="tiny", data=_data(), runs_dir=runs_dir,
-                 device="cpu", progress=False, log=log, **kw)
+    return fit(
+        ModelKind(DDPM),
+        cfg,
+        settings,
+        label="tiny",
+        data=_data(),
+        runs_dir=runs_dir,
+        device="cpu",
+        progress=False,
+        log=log,
+        **kw,
+    )
 
 
 # The child process trains the same tiny run and SIGKILLs itself at a chosen point.
@@ -60,8 +71,12 @@ CHILD = textwrap.dedent("""
 
 def _kill_child(runs, mode, epoch, step=0):
     code = CHILD.format(tests=os.path.dirname(__file__))
-    proc = subprocess.run([sys.executable, "-c", code, mode, str(epoch), str(step), str(runs)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, mode, str(epoch), str(step), str(runs)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
 
 
@@ -108,7 +123,7 @@ def test_damaged_checkpoint_is_detected_and_retrained(reference, tmp_path, damag
     elif damage == "empty":
         last.write_bytes(b"")
     else:  # a checksum that does not match the contents
-        last.write_bytes(b"sha256:" + b"0" * 64 + blob[blob.index(b"\n"):])
+        last.write_bytes(b"sha256:" + b"0" * 64 + blob[blob.index(b"\n") :])
     messages = []
     again = _train(tmp_path, log=messages.append)
     assert any("ignoring checkpoint" in m and "ckpt-0003" in m for m in messages)
@@ -118,6 +133,7 @@ def test_damaged_checkpoint_is_detected_and_retrained(reference, tmp_path, damag
 
 def test_failed_figure_write_keeps_the_previous_figure(tmp_path, monkeypatch):
     import matplotlib.pyplot as plt
+
     fig = plt.figure()
     plotting.save(fig, "smoke", "f", plots_dir=tmp_path)
     path = plotting.figure_path("smoke", "f", plots_dir=tmp_path)
@@ -145,8 +161,7 @@ def test_failed_checkpoint_write_keeps_the_last_checkpoint(reference, tmp_path, 
     with pytest.raises(OSError, match="No space"):
         _train(tmp_path)
     (run_dir,) = tmp_path.iterdir()
-    assert sorted(p.name for p in run_dir.iterdir() if not p.name.startswith(".")) == [
-        "ckpt-0001.pt", "run.json"]
+    assert sorted(p.name for p in run_dir.iterdir() if not p.name.startswith(".")) == ["ckpt-0001.pt", "run.json"]
     monkeypatch.undo()  # space again: the run resumes from epoch 1 and ends as if nothing happened
     _same(reference, _train(tmp_path))
 
@@ -165,8 +180,12 @@ def test_second_process_waits_for_the_lock(tmp_path):
     messages = []
     first_done = threading.Event()
     with store.file_lock(tmp_path / "r" / ".lock", "r", log=messages.append):
-        t = threading.Thread(target=lambda: (store.file_lock(tmp_path / "r" / ".lock", "r", log=messages.append)
-                                             .__enter__(), first_done.set()))
+        t = threading.Thread(
+            target=lambda: (
+                store.file_lock(tmp_path / "r" / ".lock", "r", log=messages.append).__enter__(),
+                first_done.set(),
+            )
+        )
         t.start()
         time.sleep(0.5)
         assert not first_done.is_set() and "waiting" in messages[0]

@@ -5,6 +5,7 @@ pipeline record, numbers of a realistic size, tiny PNG figures), so these tests 
 Building needs TeX (latexmk, pdflatex, pdftotext): without it the build tests are skipped with the
 reason, except under CI=true, where they fail.
 """
+
 from __future__ import annotations
 
 import copy
@@ -31,20 +32,34 @@ def final_block(prof, fid, fid_se, is_, is_se, per_mille, n=None, inception=None
     n = n or prof.final_samples
     exact = [c * n / 1000 for c in per_mille]
     counts = [math.floor(v) for v in exact]
-    for i in sorted(range(10), key=lambda i: counts[i] - exact[i])[:n - sum(counts)]:  # largest remainders
+    for i in sorted(range(10), key=lambda i: counts[i] - exact[i])[: n - sum(counts)]:  # largest remainders
         counts[i] += 1
     p = [c / n for c in counts]
     out = {
-        "fid_classifier": fid, "fid_classifier_se": fid_se,
-        "kid_classifier_mean": fid / 900, "kid_classifier_std": fid / 9000, "kid_subset_size": 100,
-        "is_classifier_mean": is_, "is_classifier_std": is_se * 3, "is_classifier_mean_se": is_se,
-        "is_splits": 10, "n_bootstrap": 20, "class_counts": counts,
-        "class_entropy_bits": -sum(q * math.log2(q) for q in p if q), "top_class": p.index(max(p)),
-        "top_class_share": max(p), "n": n, "n_reference": n, "clipped_share": 0.0123,
+        "fid_classifier": fid,
+        "fid_classifier_se": fid_se,
+        "kid_classifier_mean": fid / 900,
+        "kid_classifier_std": fid / 9000,
+        "kid_subset_size": 100,
+        "is_classifier_mean": is_,
+        "is_classifier_std": is_se * 3,
+        "is_classifier_mean_se": is_se,
+        "is_splits": 10,
+        "n_bootstrap": 20,
+        "class_counts": counts,
+        "class_entropy_bits": -sum(q * math.log2(q) for q in p if q),
+        "top_class": p.index(max(p)),
+        "top_class_share": max(p),
+        "n": n,
+        "n_reference": n,
+        "clipped_share": 0.0123,
     }
     if inception is not None and prof.inception_samples:
-        out["inception"] = {"fid_inception": inception, "n": prof.inception_samples,
-                            "n_reference": prof.inception_samples}
+        out["inception"] = {
+            "fid_inception": inception,
+            "n": prof.inception_samples,
+            "n_reference": prof.inception_samples,
+        }
     return out
 
 
@@ -53,14 +68,30 @@ def run_block(prof, label, fids, iss, losses, epochs=None):
     epochs = epochs or prof.epochs
     fids, iss, losses = fids[-epochs:], iss[-epochs:], losses[-epochs:]
     return {
-        "key": f"{label}-0123456789ab", "label": label, "epochs": len(losses), "train_limit": prof.train_limit,
-        "cached": False, "device": "cpu", "precision": "fp32", "epoch_loss": losses,
-        "epoch_seconds": [221.5, 219.0, 224.25][-len(losses):],
-        "per_epoch": {str(e): {"fid_classifier": f, "kid_classifier_mean": f / 900,
-                               "kid_classifier_std": f / 9000, "is_classifier_mean": i,
-                               "is_classifier_std": 0.2, "class_entropy_bits": 3.1,
-                               "top_class_share": 0.17, "n": prof.eval_samples, "epoch": e}
-                      for e, (f, i) in enumerate(zip(fids, iss), start=1) if e in prof.eval_epochs},
+        "key": f"{label}-0123456789ab",
+        "label": label,
+        "epochs": len(losses),
+        "train_limit": prof.train_limit,
+        "cached": False,
+        "device": "cpu",
+        "precision": "fp32",
+        "epoch_loss": losses,
+        "epoch_seconds": [221.5, 219.0, 224.25][-len(losses) :],
+        "per_epoch": {
+            str(e): {
+                "fid_classifier": f,
+                "kid_classifier_mean": f / 900,
+                "kid_classifier_std": f / 9000,
+                "is_classifier_mean": i,
+                "is_classifier_std": 0.2,
+                "class_entropy_bits": 3.1,
+                "top_class_share": 0.17,
+                "n": prof.eval_samples,
+                "epoch": e,
+            }
+            for e, (f, i) in enumerate(zip(fids, iss), start=1)
+            if e in prof.eval_epochs
+        },
     }
 
 
@@ -69,10 +100,12 @@ REAL_SHARES = [98, 113, 103, 101, 98, 89, 96, 103, 97, 102]
 
 
 def recon_block(scale=1.0):
-    return {"degraded": {"RMSE": 0.2710, "SSIM": 0.312, "PSNR": 11.4, "FID": 310.2},
-            "direct": {"RMSE": 0.1804 * scale, "SSIM": 0.611, "PSNR": 15.1, "FID": 88.7},
-            "algorithm1": {"RMSE": 0.1912, "SSIM": 0.583, "PSNR": 14.6, "FID": 74.3},
-            "algorithm2": {"RMSE": 0.1651 * scale, "SSIM": 0.652, "PSNR": 15.9, "FID": 41.9}}
+    return {
+        "degraded": {"RMSE": 0.2710, "SSIM": 0.312, "PSNR": 11.4, "FID": 310.2},
+        "direct": {"RMSE": 0.1804 * scale, "SSIM": 0.611, "PSNR": 15.1, "FID": 88.7},
+        "algorithm1": {"RMSE": 0.1912, "SSIM": 0.583, "PSNR": 14.6, "FID": 74.3},
+        "algorithm2": {"RMSE": 0.1651 * scale, "SSIM": 0.652, "PSNR": 15.9, "FID": 41.9},
+    }
 
 
 def ddpm_config(**kw):
@@ -82,96 +115,212 @@ def ddpm_config(**kw):
 # The quick profile's settings the fixture's numbers and expected sentences were written for; saved
 # as each file's profile_settings, so the fixture does not move when quick is re-budgeted.
 FIXTURE_QUICK = dataclasses.replace(
-    config.PROFILES["quick"], epochs=2, train_limit=30_000, sample_epochs=(1, 2), eval_epochs=(1, 2),
-    eval_samples=50, final_samples=200, inception_samples=100, variant_epochs=1, variant_train_limit=10_000,
-    ddim_samples=200, short_epochs=None, precision="fp32", ema_decay=0.995, ddim_steps=(10, 20, 50, 100))
+    config.PROFILES["quick"],
+    epochs=2,
+    train_limit=30_000,
+    sample_epochs=(1, 2),
+    eval_epochs=(1, 2),
+    eval_samples=50,
+    final_samples=200,
+    inception_samples=100,
+    variant_epochs=1,
+    variant_train_limit=10_000,
+    ddim_samples=200,
+    short_epochs=None,
+    precision="fp32",
+    ema_decay=0.995,
+    ddim_steps=(10, 20, 50, 100),
+)
 
 
 def fixture_data(profile: str = PROFILE) -> dict[str, dict]:
     """Every results file the notebooks and the pipeline write for `profile`, with made-up numbers."""
     prof = FIXTURE_QUICK if profile == "quick" else config.PROFILES[profile]
-    common = {"real": final_block(prof, 0.61, 0.05, 9.62, 0.04, REAL_SHARES, inception=4.9),
-              "real_per_epoch": final_block(prof, 2.1, 0.2, 9.4, 0.1, REAL_SHARES, n=prof.eval_samples)}
-    default = {"config": ddpm_config(),
-               "run": run_block(prof, "default", [61.2, 38.5, 30.1], [6.1, 7.2, 7.6], [0.0712, 0.0398, 0.0361]),
-               "final": final_block(prof, 27.34, 0.41, 7.48, 0.05, [88, 131, 97, 104, 95, 80, 99, 112, 90, 104],
-                                    inception=61.7)}
-    testing = {"config": ddpm_config(preset="testing"),
-               "run": run_block(prof, "testing", [80.4, 55.0, 47.9], [5.0, 6.0, 6.3], [0.1003, 0.0655, 0.0611]),
-               "final": final_block(prof, 45.12, 0.52, 6.71, 0.06, [70, 160, 90, 100, 99, 80, 100, 121, 80, 100],
-                                    inception=80.2)}
+    common = {
+        "real": final_block(prof, 0.61, 0.05, 9.62, 0.04, REAL_SHARES, inception=4.9),
+        "real_per_epoch": final_block(prof, 2.1, 0.2, 9.4, 0.1, REAL_SHARES, n=prof.eval_samples),
+    }
+    default = {
+        "config": ddpm_config(),
+        "run": run_block(prof, "default", [61.2, 38.5, 30.1], [6.1, 7.2, 7.6], [0.0712, 0.0398, 0.0361]),
+        "final": final_block(
+            prof, 27.34, 0.41, 7.48, 0.05, [88, 131, 97, 104, 95, 80, 99, 112, 90, 104], inception=61.7
+        ),
+    }
+    testing = {
+        "config": ddpm_config(preset="testing"),
+        "run": run_block(prof, "testing", [80.4, 55.0, 47.9], [5.0, 6.0, 6.3], [0.1003, 0.0655, 0.0611]),
+        "final": final_block(
+            prof, 45.12, 0.52, 6.71, 0.06, [70, 160, 90, 100, 99, 80, 100, 121, 80, 100], inception=80.2
+        ),
+    }
     cold = {}
     for i, name in enumerate(["columns", *study.names("cold", "variant")]):  # main model and variants
         cfg = config.COLD_PRESETS[name]
-        cold[name] = {"config": dataclasses.asdict(cfg),
-                      "run": run_block(prof, name, [140.0 - i, 95.0 - i, 70.5 + 3 * i], [3.0, 3.9, 4.4],
-                                       [0.0521, 0.0302, 0.0288 + 0.001 * i],
-                                       epochs=None if name == "columns" else getattr(prof, "variant_epochs", None)),
-                      "final": final_block(prof, 66.4 + 4 * i, 0.8, 4.95 - 0.1 * i, 0.04,
-                                           [60, 301, 70, 80, 90, 40, 50, 190, 60, 59], inception=140.5 + i),
-                      "reconstruction": recon_block(1.0 + 0.02 * i)}
-    ddim_rows = [{"sampler": "prince", "steps": 1000, "eta": 1.0, "fid_classifier": 27.3,
-                  "fid_classifier_se": 0.4, "is_classifier_mean": 7.5, "seconds_per_sample": 0.212,
-                  "speedup": 1.0}]
+        cold[name] = {
+            "config": dataclasses.asdict(cfg),
+            "run": run_block(
+                prof,
+                name,
+                [140.0 - i, 95.0 - i, 70.5 + 3 * i],
+                [3.0, 3.9, 4.4],
+                [0.0521, 0.0302, 0.0288 + 0.001 * i],
+                epochs=None if name == "columns" else getattr(prof, "variant_epochs", None),
+            ),
+            "final": final_block(
+                prof,
+                66.4 + 4 * i,
+                0.8,
+                4.95 - 0.1 * i,
+                0.04,
+                [60, 301, 70, 80, 90, 40, 50, 190, 60, 59],
+                inception=140.5 + i,
+            ),
+            "reconstruction": recon_block(1.0 + 0.02 * i),
+        }
+    ddim_rows = [
+        {
+            "sampler": "prince",
+            "steps": 1000,
+            "eta": 1.0,
+            "fid_classifier": 27.3,
+            "fid_classifier_se": 0.4,
+            "is_classifier_mean": 7.5,
+            "seconds_per_sample": 0.212,
+            "speedup": 1.0,
+        }
+    ]
     for steps, fid in ((10, 48.0), (50, 28.1), (100, 27.5)):
-        ddim_rows.append({"sampler": "ddim", "steps": steps, "eta": 0.0, "fid_classifier": fid,
-                          "fid_classifier_se": 0.5, "is_classifier_mean": 7.3,
-                          "seconds_per_sample": 0.212 * steps / 1000, "speedup": 1000 / steps})
+        ddim_rows.append(
+            {
+                "sampler": "ddim",
+                "steps": steps,
+                "eta": 0.0,
+                "fid_classifier": fid,
+                "fid_classifier_se": 0.5,
+                "is_classifier_mean": 7.3,
+                "seconds_per_sample": 0.212 * steps / 1000,
+                "speedup": 1000 / steps,
+            }
+        )
     unet_final = final_block(prof, 18.9, 0.35, 8.02, 0.05, [95, 118, 99, 103, 97, 85, 98, 107, 95, 103])
-    same = {"cnn": final_block(prof, 96.2, 2.1, 3.4, 0.1, UNIFORM, n=prof.eval_samples),
-            "unet": final_block(prof, 41.7, 1.2, 6.6, 0.1, REAL_SHARES, n=prof.eval_samples)}
-    networks = {"reference": "default", "networks": {
-        name: {"parameters": params, "mflops_per_image": mflops, "net": net, "config": ddpm_config(preset=name),
-               "precision": "bf16", "epochs": epochs, "steps": 469 * epochs, "steps_per_epoch": 469,
-               "train_seconds": 98.5 * epochs, "train_seconds_cumulative": [98.5 * (e + 1) for e in range(epochs)],
-               "final": final}
-        for name, params, mflops, net, epochs, final in (
-            ("default", 291_217, 158.9, "cnn", 3, default["final"]), ("unet", 179_969, 56.7, "unet", 1, unet_final))},
+    same = {
+        "cnn": final_block(prof, 96.2, 2.1, 3.4, 0.1, UNIFORM, n=prof.eval_samples),
+        "unet": final_block(prof, 41.7, 1.2, 6.6, 0.1, REAL_SHARES, n=prof.eval_samples),
+    }
+    networks = {
+        "reference": "default",
+        "networks": {
+            name: {
+                "parameters": params,
+                "mflops_per_image": mflops,
+                "net": net,
+                "config": ddpm_config(preset=name),
+                "precision": "bf16",
+                "epochs": epochs,
+                "steps": 469 * epochs,
+                "steps_per_epoch": 469,
+                "train_seconds": 98.5 * epochs,
+                "train_seconds_cumulative": [98.5 * (e + 1) for e in range(epochs)],
+                "final": final,
+            }
+            for name, params, mflops, net, epochs, final in (
+                ("default", 291_217, 158.9, "cnn", 3, default["final"]),
+                ("unet", 179_969, 56.7, "unet", 1, unet_final),
+            )
+        },
         "same_steps": {"epoch": 1, "steps": 469, "models": {"default": same["cnn"], "unet": same["unet"]}},
-        "same_time": {"unet": {"epoch": 1, "steps": 469, "train_seconds": 98.5, "reference": same["cnn"],
-                               "other": same["unet"]}}}
-    restorer = {"config": dataclasses.asdict(config.COLD_PRESETS["columns_unet"]),
-                "run": run_block(prof, "columns_unet", [120.0, 80.0, 60.5], [3.3, 4.1, 4.6], [0.05, 0.03, 0.027]),
-                "final": final_block(prof, 58.2, 0.7, 5.1, 0.04, [70, 250, 80, 90, 90, 60, 60, 180, 60, 60]),
-                "reconstruction": recon_block(0.95)}
+        "same_time": {
+            "unet": {"epoch": 1, "steps": 469, "train_seconds": 98.5, "reference": same["cnn"], "other": same["unet"]}
+        },
+    }
+    restorer = {
+        "config": dataclasses.asdict(config.COLD_PRESETS["columns_unet"]),
+        "run": run_block(prof, "columns_unet", [120.0, 80.0, 60.5], [3.3, 4.1, 4.6], [0.05, 0.03, 0.027]),
+        "final": final_block(prof, 58.2, 0.7, 5.1, 0.04, [70, 250, 80, 90, 90, 60, 60, 180, 60, 60]),
+        "reconstruction": recon_block(0.95),
+    }
     last = str(prof.epochs)
     run = {"profile": profile, "seed": 0, "device": "auto", "precision": "profile"}
     common["profile_settings"] = dataclasses.asdict(prof)
     variants = study.names("cold", "variant")
     return {  # helpers.results.notebook_block's shape, as each notebook calls it
-        "01_ddpm": results.notebook_block({**run, "preset": "default", "overrides": {}}, **common,
-                                          models={"default": default}),
+        "01_ddpm": results.notebook_block(
+            {**run, "preset": "default", "overrides": {}}, **common, models={"default": default}
+        ),
         "02_hyperparams": results.notebook_block(
-            {**run, "preset": "testing", "baseline": "default", "overrides": {}}, **common,
+            {**run, "preset": "testing", "baseline": "default", "overrides": {}},
+            **common,
             models={"default": default, "testing": testing},
             ddim={"preset": "default", "n": getattr(prof, "ddim_samples", 200), "rows": ddim_rows},
-            ema={"preset": "default", "decay": 0.999,
-                 "per_epoch": {last: {"raw": {"fid_classifier": 30.1}, "ema": {"fid_classifier": 25.0}}},
-                 "final": {"raw": default["final"],
-                           "ema": final_block(prof, 22.05, 0.38, 7.71, 0.05, UNIFORM, inception=55.3)}}),
+            ema={
+                "preset": "default",
+                "decay": 0.999,
+                "per_epoch": {last: {"raw": {"fid_classifier": 30.1}, "ema": {"fid_classifier": 25.0}}},
+                "final": {
+                    "raw": default["final"],
+                    "ema": final_block(prof, 22.05, 0.38, 7.71, 0.05, UNIFORM, inception=55.3),
+                },
+            },
+        ),
         "03_cold_diffusion": results.notebook_block(
-            {**run, "cold_preset": "columns", "cold_variants": variants, "cold_unet_preset": "columns_unet",
-             "overrides": {}}, **common, models=cold, restorer_unet=restorer),
+            {
+                **run,
+                "cold_preset": "columns",
+                "cold_variants": variants,
+                "cold_unet_preset": "columns_unet",
+                "overrides": {},
+            },
+            **common,
+            models=cold,
+            restorer_unet=restorer,
+        ),
         "04_comparison": results.notebook_block(
-            {**run, "preset": "default", "cold_preset": "columns", "unet_preset": "unet"}, **common,
-            models={"default": default, "columns": cold["columns"]}, networks=networks),
-        "pipeline": {"started": "2026-11-29T01:00:00+00:00", "finished": "2026-11-29T02:58:31+00:00",
-                     "wall_seconds": 7111.4,
-                     "notebooks": {n: {"seconds": 1500.0 + i, "status": "ok"}
-                                   for i, n in enumerate(results.NOTEBOOKS)},
-                     "git": {"commit": "9c66354abcdef0123456789", "clean": True}, "device": "cpu",
-                     "precision": "fp32", "python": "3.11.9", "torch": "2.14.1"},
+            {**run, "preset": "default", "cold_preset": "columns", "unet_preset": "unet"},
+            **common,
+            models={"default": default, "columns": cold["columns"]},
+            networks=networks,
+        ),
+        "pipeline": {
+            "started": "2026-11-29T01:00:00+00:00",
+            "finished": "2026-11-29T02:58:31+00:00",
+            "wall_seconds": 7111.4,
+            "notebooks": {n: {"seconds": 1500.0 + i, "status": "ok"} for i, n in enumerate(results.NOTEBOOKS)},
+            "git": {"commit": "9c66354abcdef0123456789", "clean": True},
+            "device": "cpu",
+            "precision": "fp32",
+            "python": "3.11.9",
+            "torch": "2.14.1",
+        },
     }
 
 
-FIGURES = ["fig1_1_activations", "fig1_2_loss_default", "fig1_3_samples_default", "fig1_4_fid_default",
-           "fig1_5_is_default", "fig1_6_loss_testing", "fig1_7_samples_testing",
-           "fig1_8_samples_last_testing", "fig1_9_fid_sets", "fig1_10_is_sets", "fig2_0_degradation_steps",
-           "fig2_1_loss_cold_columns", "fig2_samples_cold_columns", "fig2_2_fid_cold_columns",
-           "fig2_3_is_cold_columns", "fig2_4_reconstructions_columns", "fig2_5_fid_ddpm_vs_cold",
-           "fig2_6_class_histograms", "figB_1_ddim_steps", "figB_2_ema", "figC_1_samples_cnn_unet",
-           "figC_2_fid_cnn_unet", "figC_3_class_histograms_cnn_unet",
-           *(f"figA_reconstructions_{v}" for v in study.names("cold", "variant"))]
+FIGURES = [
+    "fig1_1_activations",
+    "fig1_2_loss_default",
+    "fig1_3_samples_default",
+    "fig1_4_fid_default",
+    "fig1_5_is_default",
+    "fig1_6_loss_testing",
+    "fig1_7_samples_testing",
+    "fig1_8_samples_last_testing",
+    "fig1_9_fid_sets",
+    "fig1_10_is_sets",
+    "fig2_0_degradation_steps",
+    "fig2_1_loss_cold_columns",
+    "fig2_samples_cold_columns",
+    "fig2_2_fid_cold_columns",
+    "fig2_3_is_cold_columns",
+    "fig2_4_reconstructions_columns",
+    "fig2_5_fid_ddpm_vs_cold",
+    "fig2_6_class_histograms",
+    "figB_1_ddim_steps",
+    "figB_2_ema",
+    "figC_1_samples_cnn_unet",
+    "figC_2_fid_cnn_unet",
+    "figC_3_class_histograms_cnn_unet",
+    *(f"figA_reconstructions_{v}" for v in study.names("cold", "variant")),
+]
 
 
 def write_png(path: Path, label: str) -> None:
@@ -184,8 +333,7 @@ def write_png(path: Path, label: str) -> None:
     img.save(path)
 
 
-def write_fixture(results_dir: Path, plots_dir: Path, profile: str = PROFILE,
-                  data: dict | None = None) -> dict:
+def write_fixture(results_dir: Path, plots_dir: Path, profile: str = PROFILE, data: dict | None = None) -> dict:
     """Write the results files through helpers.results.save and the figures; return the data."""
     data = data or fixture_data(profile)
     old = os.environ.get("DIFFUSION_RESULTS_DIR")
@@ -216,8 +364,10 @@ def fixture_dirs(tmp_path, monkeypatch):
 def tex_tools() -> None:
     missing = [t for t in ("latexmk", "pdflatex", "pdftotext") if shutil.which(t) is None]
     if missing:
-        why = (f"{', '.join(missing)} not installed (apt-get install --no-install-recommends "
-               f"{report.DEBIAN_PACKAGES} poppler-utils)")
+        why = (
+            f"{', '.join(missing)} not installed (apt-get install --no-install-recommends "
+            f"{report.DEBIAN_PACKAGES} poppler-utils)"
+        )
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(why)
         pytest.skip(why)
@@ -228,15 +378,15 @@ def keys_of(out: Path) -> set[str]:
 
 
 def generated(out: Path) -> dict[str, str]:
-    return dict(re.findall(r"\\resdef\{([^}]*)\}\{(.*)\}$", (out / "generated" / report.GENERATED).read_text(),
-                           re.M))
+    return dict(re.findall(r"\\resdef\{([^}]*)\}\{(.*)\}$", (out / "generated" / report.GENERATED).read_text(), re.M))
 
 
 def pdf_text(pdf: Path, layout: bool = False) -> str:
     """The PDF's text as one line: words broken across lines joined, runs of white space one space
     (`layout`: table rows kept together, as pdftotext -layout reads them)."""
-    text = subprocess.run(["pdftotext", *(["-layout"] if layout else []), str(pdf), "-"], capture_output=True,
-                          text=True, check=True).stdout
+    text = subprocess.run(
+        ["pdftotext", *(["-layout"] if layout else []), str(pdf), "-"], capture_output=True, text=True, check=True
+    ).stdout
     for lig, plain in (("\ufb01", "fi"), ("\ufb02", "fl"), ("\ufb00", "ff"), ("\ufb03", "ffi"), ("\u2019", "'")):
         text = text.replace(lig, plain)
     return " ".join(re.sub(r"(\w)-\n(\w)", r"\1\2", text).split())
@@ -245,8 +395,7 @@ def pdf_text(pdf: Path, layout: bool = False) -> str:
 # --------------------------------------------------------------------------- results files
 def test_results_save_load_roundtrip_plain_json(tmp_path, monkeypatch):
     monkeypatch.setenv("DIFFUSION_RESULTS_DIR", str(tmp_path))
-    p = results.save("quick", "01_ddpm", {"final": {"fid_classifier": float("nan"), "n": 5},
-                                          "curve": (1, 2.5)})
+    p = results.save("quick", "01_ddpm", {"final": {"fid_classifier": float("nan"), "n": 5}, "curve": (1, 2.5)})
     assert p == tmp_path / "quick" / "01_ddpm.json" == results.path("quick", "01_ddpm")
     text = p.read_text()
     assert "NaN" not in text  # strict JSON: the non-finite value is null
@@ -277,11 +426,17 @@ def test_run_summary_from_a_run(tmp_path):
     from helpers.training import Run, TrainSettings
 
     (tmp_path / "run.json").write_text(json.dumps({"label": "default"}))
-    logs = {"iter_loss": [0.5, 0.4], "epoch_loss": [0.45, 0.3], "epoch_seconds": [1.5, 1.25],
-            "samples": {}, "metrics": {2: {"fid_classifier": 12.5, "n": 32, "epoch": 2, "clipped_share": 0.1},
-                                       1: {"fid_classifier": 20.0, "n": 32, "epoch": 1}}}
-    run = Run(tmp_path, "abc", torch.nn.Linear(1, 1), TrainSettings(epochs=2, train_limit=64), logs,
-              cached=True)
+    logs = {
+        "iter_loss": [0.5, 0.4],
+        "epoch_loss": [0.45, 0.3],
+        "epoch_seconds": [1.5, 1.25],
+        "samples": {},
+        "metrics": {
+            2: {"fid_classifier": 12.5, "n": 32, "epoch": 2, "clipped_share": 0.1},
+            1: {"fid_classifier": 20.0, "n": 32, "epoch": 1},
+        },
+    }
+    run = Run(tmp_path, "abc", torch.nn.Linear(1, 1), TrainSettings(epochs=2, train_limit=64), logs, cached=True)
     s = results.run_summary(run)
     assert s["label"] == "default" and s["key"] == "abc" and s["epochs"] == 2 and s["cached"] is True
     assert s["train_limit"] == 64 and s["device"] == "cpu" and s["precision"] == "fp32"
@@ -304,16 +459,22 @@ def test_one_formatter_for_the_report_and_the_notebook_tables():
     assert tables.fmt("fid_classifier", -1.5, tex=False) == "-1.50"
     assert tables.pm("fid_classifier", 27.344, 0.4123, tex=False) == "27.34 ± 0.41"
     assert tables.pm("fid_classifier", 123.44, 1.234, tex=False) == "123.4 ± 1.2"
-    frame = tables.metrics_table({"m": final_block(config.PROFILES[PROFILE], 127.3, 1.21, 7.48, 0.05, UNIFORM,
-                                                   inception=61.7)})
+    frame = tables.metrics_table(
+        {"m": final_block(config.PROFILES[PROFILE], 127.3, 1.21, 7.48, 0.05, UNIFORM, inception=61.7)}
+    )
     assert frame.loc["m", "FID (MNIST classifier)"] == "127.3 ± 1.2"
     assert frame.loc["m", "top class share"] == "10.0 %"
 
 
 def test_notebook_block_has_one_shape():
     block = results.notebook_block({"preset": "default"}, {"n": 1}, {"n": 2}, {"default": {}}, ddim={})
-    assert block == {"params": {"preset": "default"}, "real": {"n": 1}, "real_per_epoch": {"n": 2},
-                     "models": {"default": {}}, "ddim": {}}
+    assert block == {
+        "params": {"preset": "default"},
+        "real": {"n": 1},
+        "real_per_epoch": {"n": 2},
+        "models": {"default": {}},
+        "ddim": {},
+    }
 
 
 def test_number_formats():
@@ -349,9 +510,14 @@ def test_claims_flip_when_the_numbers_are_swapped(fixture_dirs):
     res, plots, out, data = (fixture_dirs[k] for k in ("results", "plots", "out", "data"))
     report.generate(PROFILE, res, plots, out)
     defs = generated(out)
-    assert defs["claim/second-set-fid"] == "higher" and defs["02-hyperparams/second/final/fid-classifier-pm"].startswith("45.12")
+    assert defs["claim/second-set-fid"] == "higher" and defs[
+        "02-hyperparams/second/final/fid-classifier-pm"
+    ].startswith("45.12")
     assert defs["claim/alg2-vs-alg1"] == "better"
-    assert defs["favours/cold/count"] == "2" and (defs["favours/cold/0/digit"], defs["favours/cold/1/digit"]) == ("1", "7")
+    assert defs["favours/cold/count"] == "2" and (defs["favours/cold/0/digit"], defs["favours/cold/1/digit"]) == (
+        "1",
+        "7",
+    )
 
     swapped = copy.deepcopy(data)
     m = swapped["02_hyperparams"]["models"]
@@ -362,7 +528,9 @@ def test_claims_flip_when_the_numbers_are_swapped(fixture_dirs):
     write_fixture(res, plots, data=swapped)
     report.generate(PROFILE, res, plots, out)
     defs = generated(out)
-    assert defs["claim/second-set-fid"] == "lower" and defs["02-hyperparams/second/final/fid-classifier-pm"].startswith("27.34")
+    assert defs["claim/second-set-fid"] == "lower" and defs["02-hyperparams/second/final/fid-classifier-pm"].startswith(
+        "27.34"
+    )
     assert defs["claim/alg2-vs-alg1"] == "worse"
     assert defs["favours/cold/count"] == "0"
     if shutil.which("latexmk") and shutil.which("pdftotext"):  # the same decisions, as the PDF words them
@@ -410,8 +578,11 @@ def source_keys() -> tuple[set[str], set[str], set[str]]:
     text = "".join(p.read_text() for p in sorted(report.SOURCE_DIR.glob("*.tex")))
     text = re.sub(r"(?<!\\)%.*", "", text)
     keys = set(re.findall(r"\\(?:res|resif|ifres)\{([^}#\\]+)\}", text))
-    return ({k for k in keys if k != "key"}, set(re.findall(r"\\resfig(?:\[[^]]*\])?\{([^}#\\]+)\}", text)) - {"key"},
-            set(re.findall(r"\\input\{([^}]+)\}", text)))
+    return (
+        {k for k in keys if k != "key"},
+        set(re.findall(r"\\resfig(?:\[[^]]*\])?\{([^}#\\]+)\}", text)) - {"key"},
+        set(re.findall(r"\\input\{([^}]+)\}", text)),
+    )
 
 
 def test_report_builds_from_the_fixture(fixture_dirs):
@@ -421,9 +592,15 @@ def test_report_builds_from_the_fixture(fixture_dirs):
     assert pdf == out / "report.pdf" and pdf.stat().st_size > 10_000
 
     log = (out / "report.log").read_text(errors="replace")
-    bad = [line for line in log.splitlines()
-           if re.search(r"Warning: (Reference|Citation).*undefined|There were undefined|"
-                        r"Result key|not found|^! ", line)]
+    bad = [
+        line
+        for line in log.splitlines()
+        if re.search(
+            r"Warning: (Reference|Citation).*undefined|There were undefined|"
+            r"Result key|not found|^! ",
+            line,
+        )
+    ]
     assert not bad, bad[:5]
     assert "Output written on" in log
 
@@ -439,11 +616,11 @@ def test_report_builds_from_the_fixture(fixture_dirs):
     for name in figures.values():
         assert (plots / PROFILE / f"{name}.png").is_file(), name
     for name in inputs:
-        assert any((d / f"{name.removesuffix('.tex')}.tex").is_file()
-                   for d in (report.SOURCE_DIR, out / "generated")), name
+        assert any(
+            (d / f"{name.removesuffix('.tex')}.tex").is_file() for d in (report.SOURCE_DIR, out / "generated")
+        ), name
 
-    text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True,
-                          check=True).stdout
+    text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
     final = data["01_ddpm"]["models"]["default"]["final"]
     assert report.fmt("fid_classifier", final["fid_classifier"]) == "27.34"
     assert "27.34 ± 0.41" in text  # the default DDPM's final FID with its error, as in the file
@@ -458,8 +635,10 @@ def test_report_builds_from_the_fixture(fixture_dirs):
     assert "The FID (MNIST classifier) fell from 38.50 at epoch 1 to 30.10 at epoch 2." in text
     assert "This report comes from the quick profile: models trained for 2 epochs on the first" in text
     # appendix C, present with the U-Net results: the verdicts at the same steps and at the end
-    assert ("At the same number of steps, 469 (the per-epoch evaluation of epoch 1, 50 samples each), the "
-            "U-Net's FID is lower than the CNN's: 41.70 ± 1.20 against 96.20 ± 2.10") in text
+    assert (
+        "At the same number of steps, 469 (the per-epoch evaluation of epoch 1, 50 samples each), the "
+        "U-Net's FID is lower than the CNN's: 41.70 ± 1.20 against 96.20 ± 2.10"
+    ) in text
     assert "the U-Net ends with a lower FID (18.90 ± 0.35) than the CNN (27.34 ± 0.41)" in text
     assert "The U-Net restorer ends with a lower FID (58.20 ± 0.70) than the CNN restorer (66.40 ± 0.80)" in text
 

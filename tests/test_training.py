@@ -6,7 +6,7 @@ import torch
 
 from helpers import config, store, training
 from helpers.ddpm import DDPM
-from helpers.training import ModelKind, TrainSettings, TrainingDiverged, fit
+from helpers.training import ModelKind, TrainingDiverged, TrainSettings, fit
 
 TINY = config.DDPMConfig(T=50, hidden=(4, 8), batch_size=32, lr=2e-3)
 
@@ -19,8 +19,9 @@ def _data(n=256):
 
 
 def _train(runs_dir, settings, cfg=TINY, kind=ModelKind(DDPM), log=lambda *_: None, **kw):
-    return fit(kind, cfg, settings, label="tiny", data=_data(), runs_dir=runs_dir, device="cpu",
-                 progress=False, log=log, **kw)
+    return fit(
+        kind, cfg, settings, label="tiny", data=_data(), runs_dir=runs_dir, device="cpu", progress=False, log=log, **kw
+    )
 
 
 def test_tiny_run_lowers_the_loss_and_is_reused(tmp_path):

@@ -1,5 +1,6 @@
 """The small U-Net beside the seed's CNN: shapes, time input, size, training and sampling through the
 engine for both model kinds, the configuration checks, and the CNN presets left exactly as they were."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -61,8 +62,11 @@ def _hand_count_mflops(net: nn.Module) -> float:
     def linear(m, inp, out):
         total.append(2 * out.numel() * m.in_features)
 
-    hooks = [m.register_forward_hook(conv if isinstance(m, nn.Conv2d) else linear)
-             for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    hooks = [
+        m.register_forward_hook(conv if isinstance(m, nn.Conv2d) else linear)
+        for m in net.modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+    ]
     with torch.no_grad():
         net(torch.zeros(1, 1, 28, 28), torch.zeros(1))
     for h in hooks:
@@ -126,8 +130,9 @@ def test_overrides_switch_the_network_and_are_checked():
 
 
 # --------------------------------------------------------------------------- the CNN unchanged
-@pytest.mark.parametrize("model", [lambda: DDPM(config.DDPM_PRESETS["default"]),
-                                   lambda: ColdDiffusion(config.COLD_PRESETS["columns"])])
+@pytest.mark.parametrize(
+    "model", [lambda: DDPM(config.DDPM_PRESETS["default"]), lambda: ColdDiffusion(config.COLD_PRESETS["columns"])]
+)
 def test_cnn_presets_build_the_same_network_as_before(model):
     torch.manual_seed(7)
     net = model().net
@@ -146,8 +151,17 @@ def test_cnn_presets_build_the_same_network_as_before(model):
 def _fit(kind, cfg, tmp_path, grid: bool = True):
     # 64 images in batches of 32: two optimiser steps, then (with `grid`) the engine's own sample grid of 2
     settings = TrainSettings(epochs=1, sample_epochs=(1,) if grid else (), n_grid=2)
-    return fit(kind, cfg, settings, label="unet",
-               data=training_images(64), runs_dir=tmp_path, device="cpu", progress=False, log=lambda *_: None)
+    return fit(
+        kind,
+        cfg,
+        settings,
+        label="unet",
+        data=training_images(64),
+        runs_dir=tmp_path,
+        device="cpu",
+        progress=False,
+        log=lambda *_: None,
+    )
 
 
 def test_unet_ddpm_trains_and_samples(tmp_path):
@@ -164,8 +178,7 @@ def test_unet_ddpm_trains_and_samples(tmp_path):
     assert torch.equal(prince, run.model.sample(2, generator=g()))
     # the cached run loads back into a U-Net with the same weights
     again = _fit(ModelKind(DDPM), cfg, tmp_path)
-    assert again.cached and all(torch.equal(v, again.model.state_dict()[k])
-                                for k, v in run.model.state_dict().items())
+    assert again.cached and all(torch.equal(v, again.model.state_dict()[k]) for k, v in run.model.state_dict().items())
 
 
 def test_unet_cold_model_trains_and_samples(tmp_path):
