@@ -164,6 +164,13 @@ class ColdDiffusion(nn.Module):
             buf.copy_(value)
         return self
 
+    @classmethod
+    def build(cls, cfg: ColdConfig, data: torch.Tensor | None) -> ColdDiffusion:
+        """A new model whose prior of x_T is fitted on the run's training data; a model about to
+        receive a checkpoint (data None) gets its prior from there."""
+        model = cls(cfg)
+        return model if data is None else model.fit_prior(data)
+
     @torch.no_grad()
     def fit_prior(self, train_images: torch.Tensor, max_images: int = PRIOR_MAX_IMAGES) -> ColdDiffusion:
         """Fit the mixture on the T band means of D(x, T) of (the first `max_images` of) the images."""

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# The values of these tables enter every cache key as values (a run's resolved configuration and
+# settings), so an edit here retrains nothing by itself (helpers/store.py code_hash leaves it out).
+KEYED_BY_VALUE = True
 # Activation functions the CNN accepts (names of torch.nn classes). This module imports only the
 # standard library, so run_all.sh can validate its arguments before any environment exists.
 ACTIVATIONS = ("GELU", "SELU", "ReLU", "SiLU", "ELU", "LeakyReLU", "Tanh")
@@ -45,8 +48,16 @@ def pythonpath_with_root() -> str:
     return os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
 
+def fresh_token() -> str | None:
+    """The token of `run_all.sh --fresh` (the pipeline puts a new one in DIFFUSION_FRESH for each
+    run, so its kernels and workers see it), or None. The `Study` reads it once and passes it on."""
+    token = os.environ.get("DIFFUSION_FRESH", "")
+    return None if token in ("", "0") else token
+
+
 def git(*args: str) -> str | None:
-    """The output of `git ARGS` in this checkout, or None where git or the repository is missing."""
+    """The output of `git ARGS` in this checkout, or None where git or the repository is missing.
+    The one git helper: the pipeline's record and the report's title page read it."""
     import subprocess
 
     try:
@@ -54,6 +65,13 @@ def git(*args: str) -> str | None:
     except OSError:
         return None
     return r.stdout.strip() if r.returncode == 0 else None
+
+
+def git_state() -> dict:
+    """{"commit": HEAD or None, "clean": whether the work tree has no changes (None without git)}."""
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain") if commit else None
+    return {"commit": commit, "clean": None if status is None else status == ""}
 
 
 # --------------------------------------------------------------------------- validation
@@ -284,7 +302,7 @@ def cold_preset(name: str, **overrides: Any) -> ColdConfig:
     return COLD_PRESETS[name].replace(**overrides) if overrides else COLD_PRESETS[name]
 
 
-# The model kinds of the study and their presets (helpers.experiments.KINDS builds them).
+# The model kinds of the study and their presets (helpers.runs.KINDS builds them).
 KIND_PRESETS: dict[str, dict] = {"ddpm": DDPM_PRESETS, "cold": COLD_PRESETS}
 
 

@@ -188,10 +188,6 @@ def ensure_mnist(root: Path | None = None, sources: tuple[str, ...] | None = Non
 
 
 # --------------------------------------------------------------------------- loading
-def _read_idx(path: Path) -> np.ndarray:
-    return _parse_idx(path.read_bytes(), path)
-
-
 def _parse_idx(data: bytes, path: Path) -> np.ndarray:
     if data[:2] != b"\x00\x00" or data[2] != 0x08:
         raise DataError(f"{path} is not an unsigned-byte IDX file")

@@ -54,7 +54,7 @@ from torchmetrics.image.kid import KernelInceptionDistance
 
 from . import classifier as clf
 from . import config, store
-from .hardware import autocast, pick_device
+from .hardware import pick_device
 
 BACKENDS = ("classifier", "inception")
 REFERENCES = ("test", "train")
@@ -260,6 +260,9 @@ def reference_features(
             "n": n,
             "data": FILES_MD5,
             "code": store.code_hash(["metrics"]),
+            # the same network gives other features on a GPU (TF32 matrix products) than on a CPU
+            "device": pick_device(device).type,
+            "matmul": torch.get_float32_matmul_precision(),
         }
     )
     path = Path(folder or cache_dir()) / f"{backend}-{reference}-n{n}-{key}.pt"
@@ -595,21 +598,29 @@ def epoch_evaluator(
     config.check_int("batch_size", batch_size, 1)
     config.check_choice("reference", reference, REFERENCES)
     config.check_choice("precision", precision, config.PRECISIONS)
-    key = (
-        f"classifier-fid-kid-is:n={n_samples}:ref={reference}:seed={seed}:precision={precision}"
-        f":kid={max(2, min(KID_SUBSET_SIZE, n_samples // 2))}x{KID_SUBSETS}:is_splits={IS_SPLITS}"
-        f":weights={clf.weights_id()}:batch={batch_size}:bootstrap={N_EPOCH_BOOTSTRAP}"
+    # Everything that decides these numbers, the batch included (it decides the order of the noise),
+    # and the code that computes them.
+    key = "classifier-epoch-" + store.key_of(
+        {
+            "n": n_samples,
+            "reference": reference,
+            "seed": seed,
+            "precision": precision,
+            "kid": [max(2, min(KID_SUBSET_SIZE, n_samples // 2)), KID_SUBSETS],
+            "is_splits": IS_SPLITS,
+            "weights": clf.weights_id(),
+            "batch": batch_size,
+            "bootstrap": N_EPOCH_BOOTSTRAP,
+            "code": store.code_hash(("metrics",)),
+        }
     )
 
     @torch.no_grad()
     def evaluate_epoch(model: nn.Module, epoch: int) -> dict:
+        from .training import sample_images
+
         dev = next(model.parameters()).device
-        gen = torch.Generator(device=dev).manual_seed(seed)
-        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []), autocast(dev.type, precision):
-            parts = []
-            for start in range(0, n_samples, batch_size):
-                parts.append(model.sample(min(batch_size, n_samples - start), generator=gen).float().cpu())
-        samples = torch.cat(parts)
+        samples = sample_images(model, n_samples, seed, batch_size=batch_size, precision=precision, isolate_rng=True)
         nonfinite = float((~torch.isfinite(samples)).double().mean())
         if nonfinite > 0:  # a wild model: report it instead of stopping the training run
             out = {name: math.nan for name in EPOCH_METRICS}

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import config
+from . import config, study
 
 REPORT = "report"  # the name `--only` gives the report
 
@@ -151,7 +151,7 @@ def validate(argv: list[str] | None = None) -> dict:
     for name, text in args.parameter:
         if name == "profile":
             raise ValueError("-p profile: give the profile with --profile")
-        declared = set().union(*(declared_parameters(b) for b in books)) if books else set()
+        declared = set().union(*(study.notebook(b.stem).names() for b in books)) if books else set()
         if name not in declared:
             raise ValueError(
                 f"-p {name}: no selected notebook ({', '.join(b.stem for b in books) or 'none'}) "
@@ -178,18 +178,18 @@ def validate(argv: list[str] | None = None) -> dict:
 
 def book_parameters(book: Path, profile: str | None, params: dict) -> dict:
     """What papermill injects into `book`: the profile and the -p names it declares."""
-    declared = declared_parameters(book)
+    declared = study.notebook(book.stem).names()
     return {"profile": profile, **{k: v for k, v in params.items() if k in declared}}
 
 
 def check_values(books: list[Path], profile: str | None, params: dict) -> None:
     """Validate each notebook's parameters as the notebook itself will (its defaults updated by the
     injected values), so a bad value stops here instead of after earlier notebooks ran."""
-    from .experiments import check_params
+    from .study import check_params
 
     for book in books:
         try:
-            check_params(None, **{**declared_parameters(book), **book_parameters(book, profile, params)})
+            check_params(book.stem, book_parameters(book, profile, params))
         except ValueError as exc:
             raise ValueError(f"{book.name}: {exc}") from None
 
@@ -246,24 +246,18 @@ def export_html(notebook: Path) -> Path:
     return store.atomic_write_text(notebook.with_suffix(".html"), body)
 
 
-def _git() -> dict:
-    commit = config.git("rev-parse", "HEAD")
-    status = config.git("status", "--porcelain") if commit else None
-    return {"commit": commit, "clean": None if status is None else status == ""}
-
-
 def write_record(profile: str, started: float, timings: dict, params: dict, pretrain: dict | None) -> Path:
     """results/<profile>/pipeline.json; notebooks not run this time keep their earlier entries."""
     import torch
 
-    from . import experiments, hardware, results, store
+    from . import hardware, results, runs, store
 
     try:
         earlier = results.load(profile, "pipeline").get("notebooks", {})
     except (OSError, AttributeError, store.CorruptFile):
         earlier = {}
     caps = hardware.capabilities()
-    precision, reason = experiments.precision_for(
+    precision, reason = runs.precision_for(
         config.profile(profile), params.get("device", "auto"), params.get("precision", "profile")
     )
     stamp = lambda t: datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")  # noqa: E731
@@ -277,7 +271,7 @@ def write_record(profile: str, started: float, timings: dict, params: dict, pret
             "wall_seconds": round(finished - started, 1),
             "notebooks": {**earlier, **timings},
             "pretrain": pretrain,
-            "git": _git(),
+            "git": config.git_state(),
             "device": caps.get("gpu") or caps["cpu"],
             "precision": precision,
             "precision_reason": reason,
@@ -332,7 +326,8 @@ def run(plan: dict) -> None:
     # Kernels import this checkout's helpers, whatever else an active environment has installed.
     os.environ["PYTHONPATH"] = config.pythonpath_with_root()
     if plan["fresh"]:
-        os.environ["DIFFUSION_FRESH"] = "1"
+        # a token new for this run: each cached result is recomputed once under it (config.fresh_token)
+        os.environ["DIFFUSION_FRESH"] = f"{time.time_ns()}-{os.getpid()}"
     pretrained = None
     if plan["books"]:
         jobs = resolve_jobs(plan["jobs"])

@@ -215,7 +215,7 @@ def ddim_figure(sweep: dict):
 
 def ema_figure(comparison: dict, metric: str = "fid_classifier"):
     """A per-epoch metric of the raw and the EMA weights of one run (the result of
-    experiments.ema_comparison)."""
+    analyses.ema_comparison)."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
     per_epoch = comparison["per_epoch"]
     epochs = sorted(int(e) for e in per_epoch)
@@ -234,7 +234,7 @@ def ema_figure(comparison: dict, metric: str = "fid_classifier"):
 
 
 def network_samples_figure(runs: dict, comparison: dict):
-    """Sample grids of the networks of `experiments.network_comparison` (label -> Run): each at the
+    """Sample grids of the networks of `analyses.network_comparison` (label -> Run): each at the
     same number of steps where both stored a grid there, and each at the end of its run."""
     same = (comparison.get("same_steps") or {}).get("epoch")
     rows = {}

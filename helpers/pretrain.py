@@ -53,12 +53,12 @@ def default_jobs() -> int:
 
 def work(kind: str, preset: str, profile: str, seed: int = 0) -> dict:
     """Train one run and compute its cached results; return the seconds each part took."""
-    from . import experiments
+    from .study import Study
 
-    prof = config.profile(profile)
+    s = Study(profile, seed, progress=False)
     out = {"kind": kind, "preset": preset}
     t0 = time.perf_counter()
-    run = experiments.train(kind, preset, prof, seed=seed, progress=False)
+    run = s.train(kind, preset)
     out.update(
         train_seconds=round(time.perf_counter() - t0, 2),
         cached=run.cached,
@@ -66,15 +66,15 @@ def work(kind: str, preset: str, profile: str, seed: int = 0) -> dict:
         precision=run.settings.precision,
     )
     t0 = time.perf_counter()
-    final = experiments.final_metrics(run, prof, seed=seed, progress=False)
+    final = s.final(run)
     out["final_seconds"] = round(time.perf_counter() - t0, 2)
     out["sample_seconds"] = round(final.get("sample_seconds", 0.0), 2)
     t0 = time.perf_counter()
     if kind == "cold":
-        experiments.cold_reconstruction_metrics(run, prof, seed=seed)
+        s.reconstructions(run)
     elif run.ema_model is not None:
-        experiments.ddim_sweep(run, prof, seed=seed, progress=False)
-        experiments.final_metrics(run, prof, seed=seed, progress=False, use_ema=True)
+        s.ddim_sweep(run)
+        s.final(run, use_ema=True)
     out["extra_seconds"] = round(time.perf_counter() - t0, 2)
     return out
 

@@ -15,10 +15,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-from . import config, store
+from . import config, store, study
 
 # What may be saved: the four notebooks and the pipeline's own record (helpers.pipeline).
-NOTEBOOKS = ("01_ddpm", "02_hyperparams", "03_cold_diffusion", "04_comparison")
+NOTEBOOKS = tuple(study.NOTEBOOKS)  # the notebooks whose numbers the report reads (the contract's order)
 RECORDS = NOTEBOOKS + ("pipeline",)
 
 # The per-epoch numbers a RUN block keeps (metrics.EPOCH_METRICS plus the sample size and epoch).

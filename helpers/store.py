@@ -41,25 +41,23 @@ class CorruptFile(RuntimeError):
     """A stored file failed its checksum or could not be decoded."""
 
 
-def fresh_pending(path: Path) -> bool:
-    """True when the user asked to ignore cached results (`run_all.sh --fresh` sets DIFFUSION_FRESH
-    to a token new for each pipeline run) and `path` has not been recomputed under this token yet:
-    within one fresh pipeline each result is recomputed once, then reused by later notebooks."""
-    token = os.environ.get("DIFFUSION_FRESH", "")
-    if token in ("", "0"):
+def fresh_pending(path: Path, fresh: str | None) -> bool:
+    """True when `fresh` is a token (`run_all.sh --fresh`: one new token per pipeline run; see
+    `config.fresh_token`) and `path` has not been recomputed under it yet: within one fresh pipeline
+    each result is recomputed once, then reused by later notebooks."""
+    if not fresh:
         return False
     marker = Path(path).with_name(f".{Path(path).name}.fresh")
     try:
-        return marker.read_text() != token
+        return marker.read_text() != fresh
     except OSError:
         return True
 
 
-def mark_fresh(path: Path) -> None:
-    """Record that `path` was recomputed under the current DIFFUSION_FRESH token."""
-    token = os.environ.get("DIFFUSION_FRESH", "")
-    if token not in ("", "0"):
-        atomic_write_text(Path(path).with_name(f".{Path(path).name}.fresh"), token)
+def mark_fresh(path: Path, fresh: str | None) -> None:
+    """Record that `path` was recomputed under the token `fresh` (nothing without one)."""
+    if fresh:
+        atomic_write_text(Path(path).with_name(f".{Path(path).name}.fresh"), fresh)
 
 
 # --------------------------------------------------------------------------- writing
@@ -294,29 +292,32 @@ def _cached(
     read: Callable[[Path], Any],
     write: Callable[[Path, Any], Any],
     log: Callable[[str], None],
+    fresh: str | None,
 ) -> Any:
     """The one cache protocol: under a lock, a verified stored value, else `compute()` stored."""
     path = Path(path)
     with file_lock(path.with_name(f".{path.name}.lock"), path.name, log):
-        if path.is_file() and not fresh_pending(path):
+        if path.is_file() and not fresh_pending(path, fresh):
             try:
                 return read(path)
             except CorruptFile as exc:
                 log(f"ignoring damaged cache file: {exc}; recomputing")
         result = compute()
         write(path, result)
-        mark_fresh(path)
+        mark_fresh(path, fresh)
         return result
 
 
-def cached_json(path: Path, compute: Callable[[], Any], log: Callable[[str], None] = print) -> Any:
+def cached_json(
+    path: Path, compute: Callable[[], Any], log: Callable[[str], None] = print, fresh: str | None = None
+) -> Any:
     """The result stored at `path` (written earlier under this exact key), or `compute()` stored there.
 
     The stored file is verified when read; a damaged one (checksum, encoding, JSON) is reported and
     recomputed, never used. What is returned is the same either way: integer keys stay integers.
-    With `run_all.sh --fresh` a stored result is recomputed once per pipeline run.
+    With a `fresh` token (`run_all.sh --fresh`) a stored result is recomputed once per token.
     """
-    return _cached(path, lambda: loads(dumps(compute())), read_verified_json, write_verified_json, log)
+    return _cached(path, lambda: loads(dumps(compute())), read_verified_json, write_verified_json, log, fresh)
 
 
 def save_tensors(path: Path, payload: dict) -> Path:
@@ -359,9 +360,11 @@ def load_tensors(path: Path) -> dict:
         ) from exc
 
 
-def cached_tensors(path: Path, compute: Callable[[], dict], log: Callable[[str], None] = print) -> dict:
+def cached_tensors(
+    path: Path, compute: Callable[[], dict], log: Callable[[str], None] = print, fresh: str | None = None
+) -> dict:
     """Like `cached_json` for dicts of tensors."""
-    return _cached(path, compute, load_tensors, save_tensors, log)
+    return _cached(path, compute, load_tensors, save_tensors, log, fresh)
 
 
 # --------------------------------------------------------------------------- code keys
@@ -388,27 +391,74 @@ def _package_imports(tree: ast.AST, package: str) -> set[str]:
     return found
 
 
+# A module that sets `KEYED_BY_VALUE = True` holds tables and checks whose values enter every key as
+# values (presets, profiles) or only moves bytes (this module): an edit to it decides no result, so
+# code keys leave it out, and the import closure does not go through it.
+KEYED_BY_VALUE = True
+
+
+def _keyed_by_value(tree: ast.Module) -> bool:
+    return any(
+        isinstance(node, ast.Assign)
+        and any(isinstance(t, ast.Name) and t.id == "KEYED_BY_VALUE" for t in node.targets)
+        and isinstance(node.value, ast.Constant)
+        and node.value.value is True
+        for node in tree.body
+    )
+
+
 def module_closure(roots: Iterable[str], folder: Path = PACKAGE_DIR) -> list[str]:
-    """The modules of the package in `folder` reachable from `roots` through imports."""
+    """The modules of the package in `folder` reachable from `roots` through imports, leaving out
+    (and not following) modules marked KEYED_BY_VALUE."""
     package = folder.name
-    todo, seen = list(roots), set()
+    todo, seen, found = list(roots), set(), []
     while todo:
         name = todo.pop()
         path = folder / f"{name}.py"
         if name in seen or not path.is_file():
             continue
         seen.add(name)
-        todo.extend(_package_imports(ast.parse(path.read_text()), package) - seen)
-    return sorted(seen)
+        tree = ast.parse(path.read_text())
+        if _keyed_by_value(tree):
+            continue
+        found.append(name)
+        todo.extend(_package_imports(tree, package) - seen)
+    return sorted(found)
 
 
-def code_hash(roots: Iterable[str], folder: Path = PACKAGE_DIR) -> str:
-    """Hash of the syntax trees of `roots` and every package module they import, directly or not.
+def _without_docstrings(tree: ast.AST) -> ast.AST:
+    """`tree` with the docstring of every module, class and function removed (in place)."""
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            first = body[0] if body else None
+            if (
+                isinstance(first, ast.Expr)
+                and isinstance(first.value, ast.Constant)
+                and isinstance(first.value.value, str)
+            ):
+                node.body = body[1:] or [ast.Pass()]
+    return tree
 
-    Comments and formatting do not change it; any change to code that can run does.
+
+def _tree_text(source: str) -> str:
+    return ast.dump(_without_docstrings(ast.parse(source)))
+
+
+def code_hash(roots: Iterable[str], folder: Path = PACKAGE_DIR, functions: Iterable[Callable] = ()) -> str:
+    """Hash of the code that decides a result: the syntax trees of `roots` and every package module
+    they import, directly or not (modules marked KEYED_BY_VALUE left out), plus the source of
+    `functions` (the function that computes a derived result, wherever it lives).
+
+    Comments, formatting and docstrings do not change it; any change to code that can run does.
     """
+    import inspect
+    import textwrap
+
     h = hashlib.sha256()
     for name in module_closure(roots, folder):
-        tree = ast.parse((folder / f"{name}.py").read_text())
-        h.update(name.encode() + b"\0" + ast.dump(tree).encode() + b"\0")
+        h.update(name.encode() + b"\0" + _tree_text((folder / f"{name}.py").read_text()).encode() + b"\0")
+    for fn in functions:
+        source = textwrap.dedent(inspect.getsource(fn))
+        h.update(fn.__qualname__.encode() + b"\0" + _tree_text(source).encode() + b"\0")
     return h.hexdigest()[:16]

@@ -224,7 +224,7 @@ def ddim_table(sweep: dict):
 
 
 def network_table(comparison: dict):
-    """The networks of `experiments.network_comparison` side by side: size, steps, training time and
+    """The networks of `analyses.network_comparison` side by side: size, steps, training time and
     metrics, at the same number of steps (per-epoch evaluation) and at the end of each run (final)."""
     rows = {}
     same = comparison.get("same_steps")

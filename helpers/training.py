@@ -12,6 +12,7 @@ against two processes training the same run, and a clear error when the loss sto
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -30,8 +31,6 @@ from .hardware import autocast as hardware_autocast
 from .hardware import configure, grad_scaler, pick_device
 
 CHECKPOINTS_KEPT = 2
-# Runs are keyed by the code of these modules and everything they import from the package.
-CODE_ROOTS = ("experiments", "training")
 
 
 class TrainingDiverged(RuntimeError):
@@ -66,8 +65,8 @@ class ModelKind:
 
 
 @dataclass(frozen=True)
-class Optimiser:
-    """Adam's settings and the batch size."""
+class StepConfig:
+    """What one optimiser step is: Adam with learning rate `lr` on a batch of `batch_size` images."""
 
     lr: float
     batch_size: int
@@ -77,8 +76,8 @@ class Optimiser:
         config.check_int("batch_size", self.batch_size, 1, 65_536)
 
     @classmethod
-    def of(cls, cfg: Any) -> Optimiser:
-        """The optimiser a preset names (its `lr` and `batch_size` fields)."""
+    def of(cls, cfg: Any) -> StepConfig:
+        """The step a preset names (its `lr` and `batch_size` fields)."""
         return cls(lr=cfg.lr, batch_size=cfg.batch_size)
 
 
@@ -126,14 +125,21 @@ def data_identity(data: torch.Tensor | None, train_limit: int | None) -> dict:
     return {"tensor": store.tensor_hash(data)}
 
 
-def run_key(
-    kind: str, model_config: dict, optimiser: Optimiser, settings: TrainSettings, data_id: dict, code: str
-) -> str:
+def run_code(kind: ModelKind) -> str:
+    """The code that runs while a `kind` model trains: the engine, the model's own module and what
+    they import from the package (networks, schedules, degradations, data loading, hardware rules),
+    compared without comments or docstrings. Tables whose values are in the key (presets, profiles)
+    and code that does not run in training (analyses, plotting, the report) are not part of it."""
+    return store.code_hash(("training", kind.model_cls.__module__.rsplit(".", 1)[-1]))
+
+
+def run_key(kind: str, model_config: dict, step: StepConfig, settings: TrainSettings, data_id: dict, code: str) -> str:
+    """A run's key: the values that decide it and the code that runs while it trains."""
     return store.key_of(
         {
             "kind": kind,
             "model": model_config,
-            "optimiser": dataclasses.asdict(optimiser),
+            "step": dataclasses.asdict(step),
             "train": dataclasses.asdict(settings),
             "data": data_id,
             "code": code,
@@ -203,7 +209,7 @@ class Run:
     cached: bool = False
     ema_model: nn.Module | None = None  # the model with the averaged weights, when ema_decay is set
     config: Any = None
-    optimiser: Optimiser | None = None
+    step: StepConfig | None = None
 
     @property
     def label(self) -> str:
@@ -251,23 +257,23 @@ EvalFn = Callable[[nn.Module, int], dict]
 def find_run(
     kind: ModelKind,
     cfg: Any,
-    optimiser: Optimiser,
+    step: StepConfig,
     settings: TrainSettings,
     *,
     label: str = "",
     data: torch.Tensor | None = None,
     runs_dir: Path | None = None,
-) -> Path:
-    """The folder of the run these inputs define (it may not exist yet)."""
+) -> tuple[Path, str]:
+    """(folder, key) of the run these inputs define (the folder may not exist yet)."""
     key = run_key(
         kind.name,
         dataclasses.asdict(cfg),
-        optimiser,
+        step,
         settings,
         data_identity(data, settings.train_limit),
-        store.code_hash(CODE_ROOTS),
+        run_code(kind),
     )
-    return Path(runs_dir or config.RUNS_DIR) / f"{kind.name}{'-' + label if label else ''}-{key}"
+    return Path(runs_dir or config.RUNS_DIR) / f"{kind.name}{'-' + label if label else ''}-{key}", key
 
 
 @dataclass
@@ -311,7 +317,7 @@ class _Job:
     kind: ModelKind
     cfg: Any
     settings: TrainSettings
-    optimiser: Optimiser
+    step: StepConfig
     run_dir: Path
     key: str
     dev: torch.device
@@ -328,7 +334,7 @@ class _Job:
         model = self.kind.build(self.cfg, data).to(self.dev)
         if self.settings.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        opt = adam(model, self.optimiser.lr, self.dev)
+        opt = adam(model, self.step.lr, self.dev)
         ema = None
         if self.settings.ema_decay is not None:
             from .ema import EMA
@@ -373,15 +379,59 @@ class _Job:
             cached=cached,
             ema_model=state.averaged(),
             config=self.cfg,
-            optimiser=self.optimiser,
+            step=self.step,
         )
+
+
+def _job(kind, cfg, settings, step, label, data, runs_dir, device, evaluate, progress, on_step, log) -> _Job:
+    step = step or StepConfig.of(cfg)
+    run_dir, key = find_run(kind, cfg, step, settings, label=label, data=data, runs_dir=runs_dir)
+    return _Job(
+        kind,
+        cfg,
+        settings,
+        step,
+        run_dir,
+        key,
+        pick_device(device),
+        label or kind.name,
+        evaluate,
+        progress,
+        on_step,
+        log,
+    )
+
+
+def load_finished(
+    kind: ModelKind,
+    cfg: Any,
+    settings: TrainSettings,
+    step: StepConfig | None = None,
+    *,
+    label: str = "",
+    data: torch.Tensor | None = None,
+    runs_dir: Path | None = None,
+    device: str = "auto",
+    fresh: str | None = None,
+    log: Callable[[str], None] = print,
+) -> Run | None:
+    """The finished run these inputs define, or None (nothing is trained). A run that a `fresh`
+    token has not retrained yet counts as not finished."""
+    job = _job(kind, cfg, settings, step, label, data, runs_dir, device, None, False, None, log)
+    if store.fresh_pending(job.run_dir / "run.json", fresh) or not job.run_dir.is_dir():
+        return None
+    with store.file_lock(job.run_dir / ".lock", f"training {job.run_dir.name}", log):
+        gen = torch.Generator(device=job.dev).manual_seed(settings.seed)
+        with torch.random.fork_rng(devices=[]):
+            state = job.latest(gen)
+        return job.result(state, cached=True) if state is not None and state.epoch >= settings.epochs else None
 
 
 def fit(
     kind: ModelKind,
     cfg: Any,
     settings: TrainSettings,
-    optimiser: Optimiser | None = None,
+    step: StepConfig | None = None,
     *,
     label: str = "",
     data: torch.Tensor | None = None,
@@ -390,66 +440,48 @@ def fit(
     evaluate: EvalFn | None = None,
     progress: bool = True,
     on_step: Callable[[int, int], None] | None = None,
-    cached_only: bool = False,
+    fresh: str | None = None,
     log: Callable[[str], None] = print,
-) -> Run | None:
+) -> Run:
     """Train a `kind` model of configuration `cfg` under `settings`, or return the finished run.
 
-    `optimiser` defaults to the preset's own (`Optimiser.of(cfg)`). `evaluate(model, epoch)` runs at
+    `step` defaults to the preset's own (`StepConfig.of(cfg)`). `evaluate(model, epoch)` runs at
     `settings.eval_epochs` (on the EMA weights too when `settings.ema_decay` is set) and its result
     is stored with the run; its identity must be in `settings.eval_key`. `on_step(epoch, step)` is
-    called after every optimiser step (tests use it to interrupt a run). With `cached_only`, a run
-    that is not finished returns None instead of training. With DIFFUSION_FRESH set (run_all.sh
-    --fresh) a finished run is trained again once; its old checkpoints are moved aside, not deleted.
+    called after every optimiser step (tests use it to interrupt a run). With a `fresh` token
+    (run_all.sh --fresh) a finished run is trained again once per token; its old checkpoints are
+    moved aside, not deleted.
     """
     if settings.eval_epochs and evaluate is None:
         raise ValueError("settings.eval_epochs is set but no evaluate function was given")
-    optimiser = optimiser or Optimiser.of(cfg)
-    run_dir = find_run(kind, cfg, optimiser, settings, label=label, data=data, runs_dir=runs_dir)
-    job = _Job(
-        kind,
-        cfg,
-        settings,
-        optimiser,
-        run_dir,
-        run_dir.name.rsplit("-", 1)[1],
-        pick_device(device),
-        label or kind.name,
-        evaluate,
-        progress,
-        on_step,
-        log,
-    )
-    fresh = store.fresh_pending(run_dir / "run.json")
-    if cached_only and (fresh or not run_dir.is_dir()):
-        return None
+    job = _job(kind, cfg, settings, step, label, data, runs_dir, device, evaluate, progress, on_step, log)
+    run_dir = job.run_dir
+    retrain = store.fresh_pending(run_dir / "run.json", fresh)
 
     with store.file_lock(run_dir / ".lock", f"training {run_dir.name}", log):
         # 1. the newest good checkpoint, unless --fresh asks for a new run
         torch.manual_seed(settings.seed)
         gen = torch.Generator(device=job.dev).manual_seed(settings.seed)
-        state = None if fresh else job.latest(gen)
+        state = None if retrain else job.latest(gen)
         if state is not None and state.epoch >= settings.epochs:
             return job.result(state, cached=True)
-        if cached_only:
-            return None
 
         # 2. the run folder: stale temporaries removed, old checkpoints set aside, the record written
         store.remove_stale_temporaries(run_dir)
-        if fresh:
+        if retrain:
             _set_aside(run_dir, log)
         meta = {
             "kind": kind.name,
             "label": label,
             "key": job.key,
-            "code": store.code_hash(CODE_ROOTS),
+            "code": run_code(kind),
             "model": dataclasses.asdict(cfg),
-            "optimiser": dataclasses.asdict(optimiser),
+            "step": dataclasses.asdict(job.step),
             "train": dataclasses.asdict(settings),
             "data": data_identity(data, settings.train_limit),
         }
         store.write_json(run_dir / "run.json", meta)
-        store.mark_fresh(run_dir / "run.json")
+        store.mark_fresh(run_dir / "run.json", fresh)
 
         # 3. the data, then a new state or the resumed one
         if data is None:
@@ -515,7 +547,7 @@ def _fit(job: _Job, state: _State, data: torch.Tensor) -> None:
     from tqdm.auto import tqdm
 
     settings, dev, model, opt, ema = job.settings, job.dev, state.model, state.opt, state.ema
-    bs = job.optimiser.batch_size
+    bs = job.step.batch_size
     n = data.shape[0]
     steps = (n + bs - 1) // bs
     sync_every = 1 if dev.type == "cpu" else 50  # how often losses are copied to the host
@@ -565,15 +597,14 @@ def _fit(job: _Job, state: _State, data: torch.Tensor) -> None:
         logs["epoch_loss"].append(math.fsum(epoch_losses) / len(epoch_losses))
         # 3. the sample grid and the per-epoch metrics (raw and EMA weights)
         model.eval()
-        averaged = state.averaged()
         if epoch in settings.sample_epochs:
             grid_gen = torch.Generator(device=dev).manual_seed(settings.seed + 1)
             logs["samples"][epoch] = model.sample(settings.n_grid, generator=grid_gen).float().cpu()
         if epoch in settings.eval_epochs:
             logs["metrics"][epoch] = store.to_plain(job.evaluate(model, epoch), f"metrics of epoch {epoch}")
-            if averaged is not None:
+            if state.ema is not None:  # a copy with the averaged weights, made only when it is scored
                 logs["metrics_ema"][epoch] = store.to_plain(
-                    job.evaluate(averaged, epoch), f"EMA metrics of epoch {epoch}"
+                    job.evaluate(state.averaged(), epoch), f"EMA metrics of epoch {epoch}"
                 )
         logs["epoch_seconds"].append(time.perf_counter() - t0)
         # 4. the checkpoint
@@ -581,3 +612,44 @@ def _fit(job: _Job, state: _State, data: torch.Tensor) -> None:
         save_checkpoint(job.run_dir, epoch, state.payload(job.key))
         epochs_bar.set_postfix(loss=f"{logs['epoch_loss'][-1]:.4f}")
     epochs_bar.close()
+
+
+# --------------------------------------------------------------------------- sampling in batches
+def sampling_batch_size(model: nn.Module) -> int:
+    """Images per sampling batch on the model's device (helpers.hardware.sampling_batch): part of the
+    key of every cached sample, since it decides the order in which the noise is drawn."""
+    from .hardware import sampling_batch
+
+    return sampling_batch(next(model.parameters()).device)
+
+
+@torch.no_grad()
+def sample_images(
+    model: nn.Module,
+    n: int,
+    seed: int = 0,
+    *,
+    batch_size: int | None = None,
+    precision: str = "fp32",
+    progress: bool = False,
+    isolate_rng: bool = False,
+    **sample_kw: Any,
+) -> torch.Tensor:
+    """n samples of `model.sample` drawn in batches (default `sampling_batch_size(model)`) from a
+    generator of their own seeded with `seed`, in `precision`, returned as float32 on the CPU in the
+    model's range. The one sampling loop of the final numbers, the DDIM sweep and the per-epoch
+    evaluation; `isolate_rng` also leaves the global RNG as it was."""
+    from tqdm.auto import tqdm
+
+    dev = next(model.parameters()).device
+    batch_size = sampling_batch_size(model) if batch_size is None else batch_size
+    config.check_int("batch_size", batch_size, 1)
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    rng = (
+        torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []) if isolate_rng else contextlib.nullcontext()
+    )
+    parts = []
+    with rng, hardware_autocast(dev.type, precision):
+        for start in tqdm(range(0, n, batch_size), desc="generating", unit="batch", disable=not progress, leave=False):
+            parts.append(model.sample(min(batch_size, n - start), generator=gen, **sample_kw).float().cpu())
+    return torch.cat(parts)

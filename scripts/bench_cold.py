@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from helpers import experiments
+from helpers import runs
 from helpers.cold import ColdDiffusion, reconstruction_metrics, reconstructions
 from helpers.config import COLD_PRESETS, profile
 from helpers.data import test_images, training_images
@@ -73,8 +73,8 @@ def bench_reconstruction(epochs: int, n_test: int, device: str) -> None:
         f"reconstructions of the first {n_test} test images (conditional mode)"
     )
     t0 = time.perf_counter()
-    run = experiments.train(
-        "cold", "columns", profile=profile("quick"), epochs=epochs, device=device, progress=False, evaluate=False
+    run = runs.train(
+        "cold", "columns", profile("quick"), epochs=epochs, device=device, progress=False, score_epochs=False
     )
     print(
         f"   run {run.dir.name} ({'from the cache' if run.cached else 'trained'} in "

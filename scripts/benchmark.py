@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from helpers import config, data, hardware, training  # noqa: E402
 from helpers.ddpm import DDPM  # noqa: E402
 from helpers.degradations import RowColumnAveraging, degrade_loop  # noqa: E402
-from helpers.experiments import KINDS  # noqa: E402
+from helpers.runs import KINDS  # noqa: E402
 
 BATCH = 128
 ROWS: list[tuple[str, str, str]] = []  # (what, value, note)

@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from helpers import config, data, experiments, hardware, metrics, training  # noqa: E402
+from helpers import config, data, hardware, metrics, training  # noqa: E402
 from helpers.ddpm import DDPM  # noqa: E402
 
 
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
                 trained = time.perf_counter() - t0
                 model.eval()
                 ts = time.perf_counter()
-                samples = experiments.generate(model, args.samples, seed=7919, progress=False, precision=precision)
+                samples = training.sample_images(model, args.samples, seed=7919, precision=precision)
                 ts = time.perf_counter() - ts
                 m = metrics.evaluate(samples, "test", ("classifier",), seed=0, strict_range=False, log=lambda *_: None)
                 print(

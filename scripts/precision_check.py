@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from helpers import config, experiments, hardware  # noqa: E402
+from helpers import config, hardware, runs  # noqa: E402
 from helpers.hardware import pick_device  # noqa: E402
 
 
@@ -38,18 +38,18 @@ def main() -> int:
     rows = []
     for i, (seed, precision) in enumerate([(args.seeds[0], "fp32"), (args.seeds[1], "fp32"), (args.seeds[0], "bf16")]):
         t0 = time.perf_counter()
-        run = experiments.train(
+        run = runs.train(
             "ddpm",
             "default",
             prof,
             seed=seed,
-            device=args.device,
+            device=str(hardware.pick_device(args.device)),
             precision=precision,
-            evaluate=i == 0,
+            score_epochs=i == 0,
             **({} if i == 0 else {"sample_epochs": ()}),
         )
         train_s = time.perf_counter() - t0
-        final = experiments.final_metrics(run, prof, seed=seed)
+        final = runs.final_metrics(run, prof, seed=seed)
         rows.append((seed, precision, run.cached, train_s, final))
         print(
             f"seed {seed} {precision}: FID {final['fid_classifier']:.2f} ± {final['fid_classifier_se']:.2f}, "

@@ -8,7 +8,7 @@ import itertools
 import pytest
 import torch
 
-from helpers import experiments
+from helpers import config, runs
 from helpers.cold import (
     METHODS,
     ColdDiffusion,
@@ -332,16 +332,15 @@ def test_reconstruction_metrics_table():
 
 def test_tiny_training_run_learns_and_is_cached(tmp_path):
     kw = dict(
-        profile="smoke",
         runs_dir=tmp_path,
         progress=False,
-        evaluate=False,
+        score_epochs=False,
         train_limit=256,
         epochs=3,
         n_grid=4,
         overrides={"batch_size": 32, "lr": 1e-3, "hidden": (8, 8)},
     )
-    run = experiments.train("cold", "columns", **kw)
+    run = runs.train("cold", "columns", config.profile("smoke"), **kw)
     losses = run.iter_loss
     assert len(losses) == 24 and not run.cached
     assert sum(losses[-4:]) < 0.8 * sum(losses[:4])
@@ -350,7 +349,7 @@ def test_tiny_training_run_learns_and_is_cached(tmp_path):
     for name in ("prior_weight", "prior_mean", "prior_scale_tril", "degradation.order"):
         assert torch.allclose(run.model.state_dict()[name], fitted.state_dict()[name], atol=1e-6)
 
-    again = experiments.train("cold", "columns", **kw)
+    again = runs.train("cold", "columns", config.profile("smoke"), **kw)
     assert again.cached and again.dir == run.dir and again.iter_loss == losses
     x = rand_images(4)
     assert torch.equal(again.model.restore(x, torch.full((4,), 5)), run.model.restore(x, torch.full((4,), 5)))

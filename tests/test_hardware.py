@@ -177,22 +177,23 @@ def test_degradation_range_check_on_an_accelerator_is_deferred_not_dropped(monke
 
 
 def test_quick_and_full_ask_for_auto_and_get_bf16_only_where_native(monkeypatch):
-    from helpers import config, experiments
+    from helpers import config, runs
 
     assert config.PROFILES["quick"].precision == config.PROFILES["full"].precision == "auto"
     assert config.PROFILES["smoke"].precision == "fp32"
     for flags, want in (({"avx2", "avx512f"}, "fp32"), ({"avx2", "avx512_bf16"}, "bf16"), ({"amx_bf16"}, "bf16")):
         monkeypatch.setattr(hardware, "cpu_flags", lambda flags=flags: frozenset(flags))
-        got, why = experiments.precision_for(config.PROFILES["quick"], "cpu")
+        got, why = runs.precision_for(config.PROFILES["quick"], "cpu")
         assert got == want, (flags, why)
         assert ("natively" in why) == (want == "bf16")
         # a notebook may still ask for fp32 on any machine
-        assert experiments.precision_for(config.PROFILES["quick"], "cpu", "fp32")[0] == "fp32"
+        assert runs.precision_for(config.PROFILES["quick"], "cpu", "fp32")[0] == "fp32"
 
 
 def test_sampling_batch_is_a_rule_per_device_and_part_of_the_sample_keys(machine):
-    from helpers import config, experiments, metrics
+    from helpers import config, metrics
     from helpers.ddpm import DDPM
+    from helpers.training import sample_images
 
     machine()
     assert hardware.sampling_batch("cpu") == hardware.sampling_batch(torch.device("cpu")) == 64
@@ -205,13 +206,14 @@ def test_sampling_batch_is_a_rule_per_device_and_part_of_the_sample_keys(machine
     # the batch decides the order of the noise: another batch, other samples, so another key
     torch.manual_seed(0)
     model = DDPM(config.ddpm_preset("default", T=5)).eval()
-    a, b = (experiments.generate(model, 10, seed=3, batch_size=bs, progress=False) for bs in (10, 4))
+    a, b = (sample_images(model, 10, seed=3, batch_size=bs) for bs in (10, 4))
     assert not torch.equal(a, b)
-    assert torch.equal(a, experiments.generate(model, 10, seed=3, batch_size=10, progress=False))
+    assert torch.equal(a, sample_images(model, 10, seed=3, batch_size=10))
     assert torch.equal(
-        experiments.generate(model, 10, seed=3, progress=False),
-        experiments.generate(model, 10, seed=3, batch_size=64, progress=False),
+        sample_images(model, 10, seed=3),
+        sample_images(model, 10, seed=3, batch_size=64),
     )
     keys = {metrics.epoch_evaluator(16, batch_size=bs)[1] for bs in (16, 64)}
-    assert len(keys) == 2 and all(":batch=" in k for k in keys)
+    assert len(keys) == 2  # the batch is in the key
+    assert metrics.epoch_evaluator(16, batch_size=16)[1] in keys  # and the same batch gives the same key
     assert metrics.epoch_evaluator(16)[1] == metrics.epoch_evaluator(16, batch_size=64)[1]

@@ -13,11 +13,12 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import cold, config, experiments, explore, metrics
+from helpers import analyses, cold, config, explore, metrics
+from helpers import runs as study_runs
 from helpers.config import DDPMConfig, cold_preset
 from helpers.ddpm import DDPM
 from helpers.ema import EMA
-from helpers.training import ModelKind, TrainSettings, fit
+from helpers.training import ModelKind, TrainSettings, fit, sample_images
 
 TINY_PROFILE = config.Profile(
     "tiny",
@@ -52,7 +53,7 @@ def runs(tmp_path_factory):
         ModelKind(DDPM), DDPMConfig(T=20, hidden=(4,), batch_size=32), TrainSettings(epochs=1, ema_decay=0.9), **quiet
     )
     cold_run = fit(
-        experiments.KINDS["cold"], cold_preset("columns", hidden=(4,), batch_size=32), TrainSettings(epochs=1), **quiet
+        study_runs.KINDS["cold"], cold_preset("columns", hidden=(4,), batch_size=32), TrainSettings(epochs=1), **quiet
     )
     return {"ddpm": ddpm, "cold": cold_run}
 
@@ -149,17 +150,17 @@ def test_sampling_and_scoring_helpers_leave_the_model_alone(monkeypatch, runs, m
     ddpm, cold_run = runs["ddpm"], runs["cold"]
     prof = TINY_PROFILE
     with untouched(monkeypatch, ddpm.model, ddpm.ema_model, cold_run.model):
-        experiments.generate(ddpm.model, 6, batch_size=4, progress=False)
+        sample_images(ddpm.model, 6, batch_size=4)
         evaluate, _ = metrics.epoch_evaluator(10, batch_size=5)
         evaluate(ddpm.model, 1)
         evaluate(cold_run.model, 1)
-        experiments.final_metrics(ddpm, prof, progress=False)
-        experiments.final_metrics(ddpm, prof, progress=False, use_ema=True)
-        experiments.ddim_sweep(ddpm, prof, progress=False)
-        experiments.final_metrics(cold_run, prof, progress=False)
+        study_runs.final_metrics(ddpm, prof, progress=False)
+        study_runs.final_metrics(ddpm, prof, progress=False, use_ema=True)
+        analyses.ddim_sweep(ddpm, prof, progress=False)
+        study_runs.final_metrics(cold_run, prof, progress=False)
         cold.reconstructions(cold_run.model, images(3))
-        experiments.cold_examples(cold_run, n=3)
-        experiments.cold_reconstruction_metrics(cold_run, prof)
+        analyses.cold_examples(cold_run, n=3)
+        study_runs.reconstruction_metrics(cold_run, prof)
 
 
 def test_ema_evaluation_moves_and_switches_nothing(monkeypatch, runs):

@@ -5,6 +5,7 @@ package, so each takes seconds."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from helpers import config, experiments, pipeline
+from helpers import config, pipeline, runs
 
 ROOT = config.ROOT
 VENV_BIN = str(Path(sys.executable).parent)
@@ -188,6 +189,15 @@ def repo(tmp_path):
         "print('overrides:', overrides)",
         parameters="profile = None\npreset = 'default'\noverrides = {}",
     )
+    # their parameters, in the one place the pipeline reads them from (the notebook contract)
+    with open(repo / "helpers" / "study.py", "a") as f:
+        f.write(
+            "\nNOTEBOOKS.clear()\nNOTEBOOKS.update({\n"
+            "    '01_probe': Notebook((PROFILE, SEED), roles={}),\n"
+            "    '02_boom': Notebook((PROFILE,), roles={}),\n"
+            "    '03_overrides': Notebook((PROFILE, Param('preset', 'default', 'ddpm_preset'),"
+            " Param('overrides', {}, 'overrides', of='preset')), roles={}),\n})\n"
+        )
     return repo
 
 
@@ -226,14 +236,14 @@ def test_kernels_get_this_checkout_parameters_and_fresh_and_the_run_is_recorded(
     out = repo / "build" / "smoke" / "01_probe.ipynb"
     text = _outputs(out)
     assert f"helpers: {repo / 'helpers' / '__init__.py'}" in text
-    assert "fresh: 1" in text and "seed: 7" in text
+    assert re.search(r"fresh: \d+-\d+", text) and "seed: 7" in text  # a token new for this run
     assert json.loads(out.read_text())["metadata"]["papermill"]["parameters"] == {"profile": "smoke", "seed": 7}
     assert "seed: 7" in (repo / "build" / "smoke" / "01_probe.html").read_text()
     assert not any(p.exists() for p in stale) and live.exists()
 
     record = json.loads((repo / "results" / "smoke" / "pipeline.json").read_text())
     assert record["profile"] == "smoke"
-    assert record["precision"] == experiments.precision_for(config.profile("smoke"))[0]
+    assert record["precision"] == runs.precision_for(config.profile("smoke"))[0]
     assert record["notebooks"]["01_probe"]["status"] == "ok"
     assert 0 < record["notebooks"]["01_probe"]["seconds"] <= record["wall_seconds"]
     assert record["git"] == {"commit": None, "clean": None}  # the copy is no git checkout
@@ -293,7 +303,8 @@ def test_pretrain_stage_runs_first_and_spends_fresh(repo):
     )
     r = _pipeline(repo, "--only", "01_probe", "--jobs", "2", "--fresh")
     assert r.returncode == 0, r.stderr
-    assert json.loads((repo / "helpers" / "called.json").read_text()) == ["smoke", 2, "1"]
+    profile, jobs, token = json.loads((repo / "helpers" / "called.json").read_text())
+    assert (profile, jobs) == ("smoke", 2) and re.fullmatch(r"\d+-\d+", token)
     assert "fresh: None" in _outputs(repo / "build" / "smoke" / "01_probe.ipynb")  # runs are new already
     assert json.loads((repo / "results" / "smoke" / "pipeline.json").read_text())["pretrain"]["jobs"] == 2
     (repo / "helpers" / "called.json").unlink()

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from helpers import config, experiments, pretrain
+from helpers import config, pretrain, runs
 
 RUNS = (("ddpm", "testing"), ("cold", "columns7"))  # the two cheapest runs of the study
 
@@ -38,12 +38,12 @@ def test_stage_trains_each_run_once_and_notebook_calls_hit_the_cache(isolated, t
     assert all(r["cached"] for r in again)
     prof = config.profile("smoke")
     for kind, preset in RUNS:  # what the notebooks call
-        run = experiments.train(kind, preset, prof, progress=False)
+        run = runs.train(kind, preset, prof, progress=False)
         assert run.cached
         finals = list(run.dir.glob("final-*.json"))
         assert len(finals) == 1
         before = finals[0].stat().st_mtime_ns
-        experiments.final_metrics(run, prof, progress=False)
+        runs.final_metrics(run, prof, progress=False)
         assert finals[0].stat().st_mtime_ns == before  # read, not recomputed
     assert sorted(d.name for d in isolated.iterdir() if d.is_dir()) == folders
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import config, experiments, models
+from helpers import config, models, runs
 from helpers.cold import ColdDiffusion
 from helpers.data import training_images
 from helpers.ddpm import DDPM
@@ -124,7 +124,7 @@ def test_overrides_switch_the_network_and_are_checked():
     with pytest.raises(ValueError, match=r"^hidden=\(16, 32, 32, 16\).*net='unet'"):
         config.ddpm_preset("default", net="unet")
     with pytest.raises(ValueError, match=r"^hidden=\(32, 64\)"):
-        experiments.preset_config("cold", "columns_unet", {"hidden": [32, 64]})
+        runs.preset_config("cold", "columns_unet", {"hidden": [32, 64]})
     # the CNN keeps accepting any hidden tuple
     assert isinstance(models.network(config.ddpm_preset("unet", net="cnn")), models.CNN)
 
@@ -184,7 +184,7 @@ def test_unet_ddpm_trains_and_samples(tmp_path):
 def test_unet_cold_model_trains_and_samples(tmp_path):
     cfg = config.cold_preset("columns_unet", batch_size=32)
     # the study's builder: the prior of x_T fitted on the run's data; no grid (each costs T = 28 passes)
-    run = _fit(experiments.KINDS["cold"], cfg, tmp_path, grid=False)
+    run = _fit(runs.KINDS["cold"], cfg, tmp_path, grid=False)
     model = run.model
     assert isinstance(model.net, models.UNet) and model.T == 28 and model.prior_weight.sum() > 0
     assert len(run.iter_loss) == 2 and all(0 < v < 10 for v in run.iter_loss)
