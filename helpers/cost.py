@@ -239,9 +239,8 @@ def rates_from_gpu_check(
     rates = {
         "device": device,
         "precision": precision,
-        "source": "measured by scripts/gpu_check.py"
-        + (f"; {', '.join(derived + ['classifier'])} derived from the CNN's FLOP rate" if derived else "")
-        + ("" if derived else "; classifier derived from the CNN's sampler FLOP rate"),
+        "source": "measured by scripts/gpu_check.py; derived from the CNN's achieved FLOP rate, not measured: "
+        + ", ".join(derived + ["classifier"]),
         "train/cnn": train_cnn,
         "train/unet": train_unet,
         "sample/cnn": sample_cnn,
