@@ -337,6 +337,10 @@ class Profile:
     short_epochs: int | None = None  # the "short" budget (helpers.study): epochs on train_limit images;
     # None: the main budget's epochs
     precision: str = "fp32"  # "auto": bf16 where the hardware has native bf16 (helpers.hardware)
+    ema_eval_epochs: tuple[int, ...] = ()  # epochs (among eval_epochs) at which the EMA weights are scored
+    # too, on the same samples' noise as the raw ones; () where the profile keeps no EMA
+    ema_final_samples: int | None = None  # generated images of the EMA's final numbers, beside the raw
+    # model's numbers on the first as many images of its final sample; None: final_samples
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -354,6 +358,15 @@ class Profile:
         if self.ema_decay is not None:
             check_float("ema_decay", self.ema_decay, 0.0, 1.0)
         check_choice("precision", self.precision, PRECISION_CHOICES)
+        for name in ("sample_epochs", "eval_epochs", "ema_eval_epochs"):
+            object.__setattr__(self, name, _as_tuple(getattr(self, name)))
+            check_epochs(name, getattr(self, name))
+        if self.ema_eval_epochs and self.ema_decay is None:
+            _fail("ema_eval_epochs", self.ema_eval_epochs, "() where the profile keeps no EMA (ema_decay=None)")
+        if not set(self.ema_eval_epochs) <= set(self.eval_epochs):
+            _fail("ema_eval_epochs", self.ema_eval_epochs, f"epochs among eval_epochs={self.eval_epochs}")
+        if self.ema_final_samples is not None:
+            check_int("ema_final_samples", self.ema_final_samples, 10, self.final_samples)
 
 
 PROFILES: dict[str, Profile] = {
@@ -370,6 +383,7 @@ PROFILES: dict[str, Profile] = {
         variant_epochs=1,
         variant_train_limit=512,
         ema_decay=0.9,
+        ema_eval_epochs=(1,),
         ddim_steps=(5, 10),
         ddim_samples=20,
         n_grid=8,
@@ -399,22 +413,31 @@ PROFILES: dict[str, Profile] = {
         description="CPU-sized study: the default DDPM 4 epochs on 60,000 images, the "
         "other main models 1, small samples",
     ),
+    # Budgeted with the cost model (helpers/cost.py, docs/cost.md) to at most 20 PFLOP: the main models
+    # keep the seed's 100 epochs, grids and 10,000 final samples (Inception-v3 FID on all of them); the
+    # appendix variants train 20 epochs (SPEC section 2); FID / KID / IS at 11 epochs on 1,000 samples;
+    # the EMA scored at 2 of them and on 1,000 final samples (beside the raw model's first 1,000); the
+    # DDIM sweep on 1,000 (its ancestral row: the final sample's first 1,000). The U-Net restorer is left
+    # to smoke (helpers/study.py).
     "full": Profile(
         "full",
         epochs=100,
         train_limit=None,
         sample_epochs=(1, 20, 40, 60, 100),
-        eval_epochs=(1, *range(5, 101, 5)),
+        eval_epochs=(1, *range(10, 101, 10)),
         eval_samples=1000,
         final_samples=10000,
         inception_samples=10000,
-        variant_epochs=100,
+        variant_epochs=20,
         variant_train_limit=None,
         ema_decay=0.9999,
+        ema_eval_epochs=(20, 50),
+        ema_final_samples=1000,
         ddim_steps=(10, 20, 50, 100, 200),
-        ddim_samples=2000,
+        ddim_samples=1000,
         precision="auto",
-        description="the seed's protocol: 100 epochs (a GPU is advised)",
+        description="the seed's protocol: 100 epochs for the main models, 20 for the appendix variants "
+        "(a GPU is advised)",
     ),
 }
 

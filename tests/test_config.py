@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from helpers import config
@@ -55,6 +57,28 @@ def test_unknown_profile_lists_profiles():
 def test_bad_train_settings(kw, field):
     with pytest.raises(ValueError, match=f"^{field}="):
         TrainSettings(**kw)
+
+
+@pytest.mark.parametrize(
+    "changes, field, allowed",
+    [
+        ({"ema_eval_epochs": (0,)}, "ema_eval_epochs", "a tuple of epochs >= 1"),
+        ({"ema_eval_epochs": (3,)}, "ema_eval_epochs", "epochs among eval_epochs"),
+        ({"ema_decay": None}, "ema_eval_epochs", "where the profile keeps no EMA"),
+        ({"ema_final_samples": 20_000}, "ema_final_samples", "<= 10000"),
+        ({"ema_final_samples": 5}, "ema_final_samples", ">= 10"),
+        ({"eval_epochs": (1, 0)}, "eval_epochs", "a tuple of epochs >= 1"),
+    ],
+)
+def test_bad_profile_ema_fields_are_refused_naming_them(changes, field, allowed):
+    with pytest.raises(ValueError) as err:
+        dataclasses.replace(config.PROFILES["full"], **changes)
+    assert str(err.value).startswith(f"{field}=") and allowed in str(err.value)
+
+
+def test_profile_epoch_lists_may_be_given_as_lists():
+    p = dataclasses.replace(config.PROFILES["smoke"], eval_epochs=[1], ema_eval_epochs=[1])
+    assert p.eval_epochs == (1,) and p.ema_eval_epochs == (1,)
 
 
 def test_presets_match_spec_table():
