@@ -14,7 +14,7 @@ import time
 import torch
 
 from . import config, store
-from .runs import PROTOCOL, derived_key, final_metrics
+from .runs import PROTOCOL, derived_key, final_metrics, final_subsets, on_first
 from .training import Run, sample_images, sampling_batch_size
 
 
@@ -23,9 +23,10 @@ def ddim_sweep(run: Run, prof: config.Profile, seed: int = 0, progress: bool = T
     """Classifier FID and IS against the number of sampling steps: DDIM with S in prof.ddim_steps and
     eta 0 and 1, and Prince's sampler (S = T), each on prof.ddim_samples images from the same noise
     seed, with the seconds per sample and the speed-up over Prince's sampler, timed side by side in
-    this computation. When the sweep's size is the final one, Prince's row is the run's final metrics
-    (the very same images: same noise seed and batches) and Prince's sampler only draws
-    TIMING_SAMPLES images to be timed. Cached in the run folder."""
+    this computation. Where the run's final sample holds the sweep's n images (its size, or one of
+    `runs.final_subsets`), Prince's row is the run's final metrics on them (the very same images: same
+    noise seed and batches) and Prince's sampler only draws PROTOCOL.timing_samples images to be
+    timed. Cached in the run folder."""
     from . import metrics
 
     n = prof.ddim_samples
@@ -78,8 +79,8 @@ def ddim_sweep(run: Run, prof: config.Profile, seed: int = 0, progress: bool = T
         }
 
     def compute() -> dict:
-        if n == prof.final_samples:
-            m = final_metrics(run, prof, seed, progress, fresh=fresh)
+        if n == prof.final_samples or n in final_subsets(run, prof):  # the final sample's first n images
+            m = on_first(final_metrics(run, prof, seed, progress, fresh=fresh), n)
             k = min(PROTOCOL.timing_samples, n)
             _, seconds = timed(k)
         else:
@@ -99,13 +100,13 @@ def ddim_sweep(run: Run, prof: config.Profile, seed: int = 0, progress: bool = T
 
 
 def ema_comparison(run: Run) -> dict:
-    """Raw against EMA weights at every evaluated epoch of a run that kept an EMA (same samples' noise)."""
+    """Raw against EMA weights at every epoch where the EMA was scored (same samples' noise)."""
     if not run.metrics_ema:
         raise ValueError(f"run {run.dir.name} has no EMA metrics (its settings have ema_decay=None)")
     return {
         "preset": run.label,
         "decay": run.settings.ema_decay,
-        "per_epoch": {e: {"raw": run.metrics[e], "ema": run.metrics_ema[e]} for e in sorted(run.metrics)},
+        "per_epoch": {e: {"raw": run.metrics[e], "ema": run.metrics_ema[e]} for e in sorted(run.metrics_ema)},
     }
 
 

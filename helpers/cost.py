@@ -59,6 +59,7 @@ from pathlib import Path
 
 from . import config, study
 from .hardware import SAMPLING_BATCH
+from .runs import PROTOCOL
 
 # --------------------------------------------------------------------------- constants
 TRAIN_FLOPS_PER_IMAGE = 3  # forward passes per training image: forward + backward (about 2 forwards)
@@ -71,14 +72,13 @@ TRAIN_FLOPS_PER_IMAGE = 3  # forward passes per training image: forward + backwa
 # multiply-adds, i.e. the same 11.4 GFLOP. The bilinear resize from 28 x 28 is not counted.
 INCEPTION_GFLOP = 11.42
 
-# The DDIM sweep draws this many images with the ancestral sampler only to time it beside DDIM
-# (experiments.TIMING_SAMPLES; a test checks the two agree).
-TIMING_SAMPLES = 32
+# The DDIM sweep draws this many images with the ancestral sampler only to time it beside DDIM.
+TIMING_SAMPLES = PROTOCOL.timing_samples
 # Images per call of cold.reconstructions (its `batch_size` default), on every device.
 RECON_BATCH = 1000
 # Images of the notebooks' example figures: the DDPM explorer (01) samples EXAMPLE_IMAGES with its
 # trajectory; 03 shows cold.reconstructions and unconditional samples of EXAMPLE_IMAGES test images for
-# the main cold model and each variant (experiments.cold_examples), and the degradation explorer's
+# the main cold model and each variant (analyses.cold_examples), and the degradation explorer's
 # figure restores them from EXPLORER_FRAMES evenly spaced t (explore.DegradationExplorer.figure).
 EXAMPLE_IMAGES = 8
 EXPLORER_FRAMES = 5
@@ -534,7 +534,7 @@ def count(
                     images * TRAIN_FLOPS_PER_IMAGE * rc.mflops_per_image * 1e6,
                 )
             )
-            # sample grids and the per-epoch evaluation (experiments.run_settings)
+            # sample grids and the per-epoch evaluation (runs.settings_for)
             grids = [e for e in prof.sample_epochs if e <= rc.epochs]
             c.sample(nb, rc, "sample grids", len(grids) * prof.n_grid, T, batch=prof.n_grid)
             for label, epochs in (
@@ -545,11 +545,11 @@ def count(
                     if e <= rc.epochs:
                         c.sample(nb, rc, label, prof.eval_samples, T)
                         c.score(nb, rc, label, prof.eval_samples)
-            # final samples (experiments.final_metrics)
+            # final samples (runs.final_metrics)
             c.sample(nb, rc, "final samples", prof.final_samples, T)
             c.score(nb, rc, "final samples", prof.final_samples, min(prof.inception_samples, prof.final_samples))
             if rc.kind == "cold":
-                # reconstructions of final_samples test images, four FIDs (experiments.cold_reconstruction_metrics)
+                # reconstructions of final_samples test images, four FIDs (runs.reconstruction_metrics)
                 c.sample(nb, rc, "reconstructions", prof.final_samples, 2 * T + 1, batch=RECON_BATCH)
                 for _ in range(4):
                     c.score(nb, rc, "reconstructions", prof.final_samples)
@@ -565,15 +565,18 @@ def count(
         if nb == EXTRA_VIEWS_NOTEBOOK and EXTRA_VIEWS_RUN in entries:
             rc = next(rc for rc in runs if (rc.kind, rc.preset) == EXTRA_VIEWS_RUN)
             n = prof.ddim_samples
-            if n <= prof.final_samples:  # the ancestral row: the final sample's first n images
-                if n < prof.final_samples:
-                    c.score(nb, rc, "DDIM sweep", n)
+            # runs.final_subsets: a run with an EMA also scores its final sample's first n images
+            subsets = {k for k in (n, prof.ema_final_samples or prof.final_samples) if k < prof.final_samples}
+            subsets = subsets if has_ema(rc) else set()
+            for k in sorted(subsets):
+                c.score(nb, rc, "final samples, first images", k, min(prof.inception_samples, k))
+            if n == prof.final_samples or n in subsets:  # the ancestral row: the final sample's first n
                 c.sample(nb, rc, "DDIM sweep", min(TIMING_SAMPLES, n), rc.T)  # timed only
             else:
                 c.sample(nb, rc, "DDIM sweep", n, rc.T)
                 c.score(nb, rc, "DDIM sweep", n)
             for s in (s for s in prof.ddim_steps if s <= rc.T):
-                for _eta in (0.0, 1.0):  # experiments.DDIM_ETAS
+                for _eta in PROTOCOL.ddim_etas:
                     c.sample(nb, rc, "DDIM sweep", n, s)
                     c.score(nb, rc, "DDIM sweep", n)
             if has_ema(rc):
@@ -581,8 +584,6 @@ def count(
                 inc = min(prof.inception_samples, n_ema)
                 c.sample(nb, rc, "final samples, EMA", n_ema, rc.T)
                 c.score(nb, rc, "final samples, EMA", n_ema, inc)
-                if n_ema < prof.final_samples:  # the raw model on the same n: its first n_ema images again
-                    c.score(nb, rc, "final samples, EMA", n_ema, inc)
     return StudyCost(prof.name, device, c.batch, runs, c.shared)
 
 

@@ -107,6 +107,8 @@ def settings_for(
     if score_epochs and eval_epochs:
         fn, key = metrics.epoch_evaluator(prof.eval_samples, seed=seed, precision=precision, device=device)
         fields.update(eval_epochs=eval_epochs, eval_key=key)
+        if fields["ema_decay"] is not None:
+            fields.update(ema_eval_epochs=tuple(e for e in prof.ema_eval_epochs if e in eval_epochs))
     fields.update(train_overrides)
     return TrainSettings(**fields), fn
 
@@ -169,6 +171,20 @@ def finished_model(
 
 
 # --------------------------------------------------------------------------- final numbers
+def ema_final_samples(prof: config.Profile) -> int:
+    """Images of the EMA weights' final numbers (the raw model's are also given on as many)."""
+    return prof.ema_final_samples or prof.final_samples
+
+
+def final_subsets(run: Run, prof: config.Profile) -> tuple[int, ...]:
+    """Sizes below the final sample at which a run's raw model is scored again, on the first images
+    of the same final sample: where the EMA's final numbers or the DDIM sweep use a smaller sample,
+    so they sit beside the raw model's numbers on the same n without drawing it again."""
+    if run.ema_model is None:
+        return ()
+    return tuple(sorted({n for n in (ema_final_samples(prof), prof.ddim_samples) if n < prof.final_samples}))
+
+
 def final_metrics(
     run: Run,
     prof: config.Profile,
@@ -177,47 +193,62 @@ def final_metrics(
     use_ema: bool = False,
     fresh: str | None = None,
 ) -> dict:
-    """FID / KID / IS (MNIST classifier) of `prof.final_samples` generated images against the test
-    set, with bootstrap standard errors, and the Inception-v3 FID of the first
-    `prof.inception_samples` of them; `sample_seconds` is the time to draw them. Cached in the run
-    folder."""
+    """FID / KID / IS (MNIST classifier) of `prof.final_samples` generated images (the EMA weights:
+    `ema_final_samples(prof)`) against the test set, with bootstrap standard errors, and the
+    Inception-v3 FID of the first `prof.inception_samples` of them; `sample_seconds` is the time to
+    draw them. The raw model's numbers also hold `subsets` (n -> the same metrics of the first n
+    images; `final_subsets`). Cached in the run folder."""
     from . import metrics
 
     model = run.ema_model if use_ema else run.model
     if model is None:
         raise ValueError(f"use_ema=True but run {run.dir.name} kept no EMA weights")
+    n = ema_final_samples(prof) if use_ema else prof.final_samples
+    subsets = () if use_ema else final_subsets(run, prof)
     spec = dict(
         what="final",
         run=run.key,
-        n=prof.final_samples,
+        n=n,
         inception=prof.inception_samples,
         seed=seed,
         ema=use_ema,
         precision=run.settings.precision,
         batch=sampling_batch_size(model),
+        subsets=list(subsets),
     )
 
-    def compute() -> dict:
-        t0 = time.perf_counter()
-        images = sample_images(
-            model,
-            prof.final_samples,
-            seed + PROTOCOL.final_seed_offset,
-            progress=progress,
-            precision=run.settings.precision,
-        )
-        seconds = time.perf_counter() - t0
+    def score(images) -> dict:
         out = metrics.evaluate(
             images, "test", ("classifier",), n_bootstrap=PROTOCOL.n_bootstrap, seed=seed, strict_range=False
         )
-        out["sample_seconds"] = seconds
         if prof.inception_samples:
             k = min(prof.inception_samples, len(images))
             out["inception"] = metrics.evaluate(images[:k], "test", ("inception",), seed=seed, strict_range=False)
         return out
 
+    def compute() -> dict:
+        t0 = time.perf_counter()
+        images = sample_images(
+            model, n, seed + PROTOCOL.final_seed_offset, progress=progress, precision=run.settings.precision
+        )
+        seconds = time.perf_counter() - t0
+        out = score(images)
+        out["sample_seconds"] = seconds
+        if subsets:
+            out["subsets"] = {k: score(images[:k]) for k in subsets}
+        return out
+
     key = derived_key(final_metrics, **spec)
     return store.cached_json(run.dir / f"final-{key}.json", compute, fresh=fresh)
+
+
+def on_first(final: dict, n: int) -> dict:
+    """The raw model's final numbers on its first n images (`final` itself when that is its size)."""
+    if final["n"] == n:
+        return final
+    if n not in final.get("subsets", {}):
+        raise ValueError(f"these final numbers were measured on {final['n']} images and no subset of {n}")
+    return final["subsets"][n]
 
 
 def real_data_metrics(prof: config.Profile, seed: int = 0, n: int | None = None, fresh: str | None = None) -> dict:

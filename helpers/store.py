@@ -407,9 +407,10 @@ def _keyed_by_value(tree: ast.Module) -> bool:
     )
 
 
-def module_closure(roots: Iterable[str], folder: Path = PACKAGE_DIR) -> list[str]:
+def module_closure(roots: Iterable[str], folder: Path | None = None) -> list[str]:
     """The modules of the package in `folder` reachable from `roots` through imports, leaving out
     (and not following) modules marked KEYED_BY_VALUE."""
+    folder = Path(folder or PACKAGE_DIR)
     package = folder.name
     todo, seen, found = list(roots), set(), []
     while todo:
@@ -445,7 +446,7 @@ def _tree_text(source: str) -> str:
     return ast.dump(_without_docstrings(ast.parse(source)))
 
 
-def code_hash(roots: Iterable[str], folder: Path = PACKAGE_DIR, functions: Iterable[Callable] = ()) -> str:
+def code_hash(roots: Iterable[str], folder: Path | None = None, functions: Iterable[Callable] = ()) -> str:
     """Hash of the code that decides a result: the syntax trees of `roots` and every package module
     they import, directly or not (modules marked KEYED_BY_VALUE left out), plus the source of
     `functions` (the function that computes a derived result, wherever it lives).
@@ -455,6 +456,7 @@ def code_hash(roots: Iterable[str], folder: Path = PACKAGE_DIR, functions: Itera
     import inspect
     import textwrap
 
+    folder = Path(folder or PACKAGE_DIR)
     h = hashlib.sha256()
     for name in module_closure(roots, folder):
         h.update(name.encode() + b"\0" + _tree_text((folder / f"{name}.py").read_text()).encode() + b"\0")

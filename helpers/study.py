@@ -364,6 +364,14 @@ class Study:
         """The real-data row at the per-epoch sample size (the floor of the per-epoch curves)."""
         return self.real(self.profile.eval_samples)
 
+    def ema_finals(self, run) -> dict:
+        """{"raw": ..., "ema": ...}: the final numbers of a run's raw and EMA weights on the same n
+        (the raw model's on the first n images of its final sample)."""
+        from . import runs
+
+        ema = self.final(run, use_ema=True)
+        return {"raw": runs.on_first(self.final(run), ema["n"]), "ema": ema}
+
     def reconstructions(self, run) -> dict:
         from . import runs
 

@@ -95,6 +95,7 @@ class TrainSettings:
     eval_epochs: tuple[int, ...] = ()
     eval_key: str = ""  # names what the per-epoch evaluation computes (empty: none)
     ema_decay: float | None = None  # exponential moving average of the weights (None: off)
+    ema_eval_epochs: tuple[int, ...] | None = None  # epochs at which the EMA is scored too (None: every eval epoch)
 
     def __post_init__(self) -> None:
         for name in ("sample_epochs", "eval_epochs"):
@@ -111,6 +112,14 @@ class TrainSettings:
             config.check_epochs(name, getattr(self, name))
         if self.ema_decay is not None:
             config.check_float("ema_decay", self.ema_decay, 0.0, 1.0)
+        if self.ema_eval_epochs is not None:
+            object.__setattr__(self, "ema_eval_epochs", tuple(self.ema_eval_epochs))
+            config.check_epochs("ema_eval_epochs", self.ema_eval_epochs)
+            if not set(self.ema_eval_epochs) <= set(self.eval_epochs):
+                raise ValueError(
+                    f"ema_eval_epochs={self.ema_eval_epochs!r} is not allowed; expected epochs among "
+                    f"eval_epochs={self.eval_epochs!r}"
+                )
 
 
 def data_identity(data: torch.Tensor | None, train_limit: int | None) -> dict:
@@ -602,7 +611,8 @@ def _fit(job: _Job, state: _State, data: torch.Tensor) -> None:
             logs["samples"][epoch] = model.sample(settings.n_grid, generator=grid_gen).float().cpu()
         if epoch in settings.eval_epochs:
             logs["metrics"][epoch] = store.to_plain(job.evaluate(model, epoch), f"metrics of epoch {epoch}")
-            if state.ema is not None:  # a copy with the averaged weights, made only when it is scored
+            ema_epochs = settings.eval_epochs if settings.ema_eval_epochs is None else settings.ema_eval_epochs
+            if state.ema is not None and epoch in ema_epochs:  # the averaged copy, made only when scored
                 logs["metrics_ema"][epoch] = store.to_plain(
                     job.evaluate(state.averaged(), epoch), f"EMA metrics of epoch {epoch}"
                 )
