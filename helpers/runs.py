@@ -130,6 +130,7 @@ def train(
     progress: bool = True,
     score_epochs: bool = True,
     fresh: str | None = None,
+    deadline: float | None = None,
     **train_overrides: Any,
 ) -> Run:
     """Train a preset of a model kind ("ddpm" or "cold") under a profile, or return the finished run
@@ -147,6 +148,7 @@ def train(
         progress=progress,
         evaluate=fn,
         fresh=fresh,
+        deadline=deadline,
     )
 
 

@@ -294,7 +294,7 @@ class Study:
 
     def __init__(
         self, profile: str | None = None, seed: int = 0, device: str = "auto", precision: str = "profile",
-        *, runs_dir=None, progress: bool = True, params: dict | None = None,
+        *, runs_dir=None, progress: bool = True, params: dict | None = None, deadline: float | None = None,
     ):  # fmt: skip
         from . import hardware, runs
 
@@ -313,6 +313,7 @@ class Study:
         self.runs_dir = runs_dir
         self.progress = progress
         self.params = dict(params or {})
+        self.deadline = deadline  # time.time() at which training stops at its next epoch boundary
 
     @classmethod
     def of_notebook(cls, name: str, namespace: dict) -> Study:
@@ -336,7 +337,7 @@ class Study:
         return runs.train(
             kind, preset, self.profile, seed=self.seed, overrides=overrides, device=self.device,
             precision=self.precision, runs_dir=self.runs_dir, progress=self.progress, fresh=self.fresh,
-            **train_overrides,
+            deadline=self.deadline, **train_overrides,
         )  # fmt: skip
 
     def finished_model(self, kind: str, cfg):

@@ -37,6 +37,11 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is left in place."""
 
 
+class TrainingStopped(RuntimeError):
+    """Training stopped at an epoch boundary because its deadline passed; the checkpoint of that
+    epoch is written, and the next call with the same inputs resumes from it."""
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint failed its checks, could not be loaded, or does not belong to the run."""
 
@@ -335,6 +340,7 @@ class _Job:
     progress: bool = True
     on_step: Callable[[int, int], None] | None = None
     log: Callable[[str], None] = print
+    deadline: float | None = None  # time.time() after which training stops at the next epoch boundary
 
     def new_state(self, gen: torch.Generator, data: torch.Tensor | None) -> _State:
         """A freshly initialised model (seeded), its optimiser and EMA; `data` None: the weights will
@@ -392,22 +398,14 @@ class _Job:
         )
 
 
-def _job(kind, cfg, settings, step, label, data, runs_dir, device, evaluate, progress, on_step, log) -> _Job:
+def _job(
+    kind, cfg, settings, step, label, data, runs_dir, device, evaluate, progress, on_step, log, deadline=None
+) -> _Job:
     step = step or StepConfig.of(cfg)
     run_dir, key = find_run(kind, cfg, step, settings, label=label, data=data, runs_dir=runs_dir)
+    dev = pick_device(device)
     return _Job(
-        kind,
-        cfg,
-        settings,
-        step,
-        run_dir,
-        key,
-        pick_device(device),
-        label or kind.name,
-        evaluate,
-        progress,
-        on_step,
-        log,
+        kind, cfg, settings, step, run_dir, key, dev, label or kind.name, evaluate, progress, on_step, log, deadline
     )
 
 
@@ -450,6 +448,7 @@ def fit(
     progress: bool = True,
     on_step: Callable[[int, int], None] | None = None,
     fresh: str | None = None,
+    deadline: float | None = None,
     log: Callable[[str], None] = print,
 ) -> Run:
     """Train a `kind` model of configuration `cfg` under `settings`, or return the finished run.
@@ -457,13 +456,15 @@ def fit(
     `step` defaults to the preset's own (`StepConfig.of(cfg)`). `evaluate(model, epoch)` runs at
     `settings.eval_epochs` (on the EMA weights too when `settings.ema_decay` is set) and its result
     is stored with the run; its identity must be in `settings.eval_key`. `on_step(epoch, step)` is
-    called after every optimiser step (tests use it to interrupt a run). With a `fresh` token
+    called after every optimiser step (tests use it to interrupt a run). With a `deadline` (a
+    time.time() value) training stops at the first epoch boundary past it with `TrainingStopped`,
+    that epoch's checkpoint written; the same call later resumes from it. With a `fresh` token
     (run_all.sh --fresh) a finished run is trained again once per token; its old checkpoints are
     moved aside, not deleted.
     """
     if settings.eval_epochs and evaluate is None:
         raise ValueError("settings.eval_epochs is set but no evaluate function was given")
-    job = _job(kind, cfg, settings, step, label, data, runs_dir, device, evaluate, progress, on_step, log)
+    job = _job(kind, cfg, settings, step, label, data, runs_dir, device, evaluate, progress, on_step, log, deadline)
     run_dir = job.run_dir
     retrain = store.fresh_pending(run_dir / "run.json", fresh)
 
@@ -621,6 +622,12 @@ def _fit(job: _Job, state: _State, data: torch.Tensor) -> None:
         state.epoch = epoch
         save_checkpoint(job.run_dir, epoch, state.payload(job.key))
         epochs_bar.set_postfix(loss=f"{logs['epoch_loss'][-1]:.4f}")
+        if job.deadline is not None and epoch < settings.epochs and time.time() >= job.deadline:
+            epochs_bar.close()
+            raise TrainingStopped(
+                f"{job.run_dir.name}: stopped at its deadline after epoch {epoch} of {settings.epochs}; "
+                "its checkpoint is written and the next call resumes from it"
+            )
     epochs_bar.close()
 
 
