@@ -52,6 +52,28 @@ class EMA:
             torch._foreach_add_(shadows, values, alpha=1 - d)
         self.updates += 1
 
+    @torch.no_grad()
+    def update_on_device(self, model: nn.Module, updates: torch.Tensor) -> None:
+        """`update` with the decay computed on the device from `updates` (a 0-d float tensor holding
+        `self.updates`, advanced here): no host value changes from one call to the next, so the
+        update can be captured in a CUDA graph and replayed. The caller advances `self.updates`."""
+        d = (
+            torch.clamp((1 + updates) / (10 + updates), max=self.decay)
+            if self.warmup
+            else updates.new_tensor(self.decay)
+        )
+        shadows, values = [], []
+        for k, v in model.state_dict().items():
+            if k in self.averaged:
+                shadows.append(self.shadow[k])
+                values.append(v)
+            else:
+                self.shadow[k].copy_(v)
+        if shadows:
+            torch._foreach_mul_(shadows, d)
+            torch._foreach_add_(shadows, torch._foreach_mul(values, 1 - d))
+        updates.add_(1)
+
     def copy_to(self, model: nn.Module) -> None:
         """Overwrite the model's weights with the averaged ones."""
         model.load_state_dict(self.shadow)

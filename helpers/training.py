@@ -531,8 +531,9 @@ def _set_aside(run_dir: Path, log) -> None:
 
 
 def adam(model: nn.Module, lr: float, device: torch.device) -> torch.optim.Optimizer:
-    """The engine's optimiser: Adam, fused into one kernel per step on a GPU."""
-    fused = {"fused": True} if device.type == "cuda" else {}
+    """The engine's optimiser: Adam, fused into one kernel per step on a GPU and `capturable` there
+    (its step count on the device), so the step can be captured as a CUDA graph (StepRunner)."""
+    fused = {"fused": True, "capturable": True} if device.type == "cuda" else {}
     return torch.optim.Adam(model.parameters(), lr=lr, **fused)
 
 
@@ -552,6 +553,104 @@ def train_step(
     return loss.detach()
 
 
+class StepRunner:
+    """The engine's optimiser steps, with the batch and the loss in static device buffers.
+
+    On CUDA, in fp32 or bf16 (fp16's gradient scaler decides on the host whether to step, so it
+    cannot be captured), the first WARMUP full batches run eagerly on a side stream; then one step
+    is captured as a CUDA graph (autocast with its cache off, Adam `capturable`, the training
+    generator registered with the graph, the EMA's decay computed on the device) and every later full
+    batch is copied into the input buffer and replayed: one launch instead of a few hundred. A batch
+    of another size (an epoch's last), any other device, or a capture that fails (logged with its
+    reason) runs `train_step` eagerly, so on the CPU every number is what `train_step` gives.
+    `graph_factory` stands in for torch.cuda.CUDAGraph in tests that exercise the replay path."""
+
+    WARMUP = 3
+
+    def __init__(self, model, opt, gen, autocast, scaler, ema, batch_size, dev, precision, log, graph_factory=None):
+        self.model, self.opt, self.gen, self.autocast, self.scaler, self.ema = model, opt, gen, autocast, scaler, ema
+        self.batch_size, self.dev, self.precision, self.log = batch_size, dev, precision, log
+        self.graph_factory = graph_factory
+        self.capture = graph_factory is not None or (dev.type == "cuda" and precision != "fp16")
+        self.graph = None
+        self.warm = 0
+        self.reason = "" if self.capture else f"{dev.type}, {precision}: eager steps"
+        self.x = self.loss = self.ema_n = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.capture or x.shape[0] != self.batch_size:
+            return self._eager(x)
+        if self.x is None:
+            self.x = torch.empty_like(x)
+            if self.ema is not None:
+                self.ema_n = torch.full((), float(self.ema.updates), device=self.dev)
+        self.x.copy_(x)
+        if self.graph is None and self.warm < self.WARMUP:
+            self.warm += 1
+            return self._eager_on_buffers()
+        if self.graph is None:
+            try:
+                self._capture()
+            except Exception as exc:  # noqa: BLE001 (any failure: fall back, say why)
+                self.capture, self.reason = (
+                    False,
+                    f"CUDA graph capture failed ({type(exc).__name__}: {exc}); eager steps",
+                )
+                self.log(f"note: {self.reason}")
+                return self._eager(x)
+        self.graph.replay()
+        if self.ema is not None:
+            self.ema.updates += 1  # the graph advanced the device counter; the host's follows it
+        return self.loss
+
+    def _eager(self, x: torch.Tensor) -> torch.Tensor:
+        loss = train_step(self.model, self.opt, x, self.gen, self.autocast, self.scaler, self.ema)
+        if self.ema_n is not None:
+            self.ema_n.fill_(self.ema.updates)  # keep the device counter with the host's
+        return loss
+
+    def _step_on_buffers(self) -> torch.Tensor:
+        """The step as it is captured: everything on the device, no host synchronisation."""
+        with self._autocast():
+            loss = self.model.loss(self.x, self.gen)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        if self.ema is not None:
+            self.ema.update_on_device(self.model, self.ema_n)
+        return loss.detach()
+
+    def _eager_on_buffers(self) -> torch.Tensor:
+        if self.dev.type != "cuda":
+            loss = self._step_on_buffers()
+        else:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                loss = self._step_on_buffers()
+            torch.cuda.current_stream().wait_stream(side)
+        if self.ema is not None:
+            self.ema.updates += 1
+        return loss
+
+    def _autocast(self):
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.dev.type, dtype=torch.bfloat16, cache_enabled=False)
+
+    def _capture(self) -> None:
+        graph = self.graph_factory() if self.graph_factory is not None else torch.cuda.CUDAGraph()
+        if self.dev.type == "cuda":
+            graph.register_generator_state(self.gen)
+            self.opt.zero_grad(set_to_none=True)
+            with torch.cuda.graph(graph):
+                self.loss = self._step_on_buffers()
+        else:
+            self.loss = graph.capture(self._step_on_buffers)
+        self.graph = graph
+        self.reason = "CUDA graph of the whole step"
+
+
 def _fit(job: _Job, state: _State, data: torch.Tensor) -> None:
     """Train `state` from its epoch to `job.settings.epochs`, with a verified checkpoint after each."""
     from tqdm.auto import tqdm
@@ -564,6 +663,7 @@ def _fit(job: _Job, state: _State, data: torch.Tensor) -> None:
     configure(dev)
     autocast = hardware_autocast(dev.type, settings.precision)
     scaler = grad_scaler(dev.type, settings.precision)  # fp16 only; otherwise it passes through
+    runner = StepRunner(model, opt, state.gen, autocast, scaler, ema, bs, dev, settings.precision, job.log)
     epochs_bar = tqdm(
         range(state.epoch + 1, settings.epochs + 1),
         desc=job.desc,
@@ -583,7 +683,7 @@ def _fit(job: _Job, state: _State, data: torch.Tensor) -> None:
         checked = 0
         for step in steps_bar:
             x = data[order[step * bs : (step + 1) * bs]]
-            losses[step] = train_step(model, opt, x, state.gen, autocast, scaler, ema)
+            losses[step] = runner(x)
             # 2. the losses copied to the host now and then, and checked to be finite
             if (step + 1) % sync_every == 0 or step + 1 == steps:
                 chunk = losses[checked : step + 1].cpu()
