@@ -23,6 +23,8 @@ import pytest
 
 from helpers import config
 
+pytestmark = pytest.mark.slow  # a JupyterLab server and Chromium running every notebook (minutes)
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",

@@ -139,19 +139,13 @@ def test_decay_outside_0_1_is_refused_naming_ema_decay(decay):
         EMA(tiny_model(), decay)
 
 
-def test_engine_resume_mid_run_gives_the_ema_of_an_uninterrupted_run(tmp_path):
-    from helpers import config
-    from helpers.ddpm import DDPM
-    from helpers.training import ModelKind, TrainSettings, fit
+def test_engine_resume_mid_run_gives_the_ema_of_an_uninterrupted_run(train_tiny, tmp_path):
+    from helpers.training import TrainSettings
 
-    cfg = config.DDPMConfig(T=20, hidden=(4,), batch_size=32, lr=2e-3)
-    x = torch.rand(96, 1, 28, 28, generator=torch.Generator().manual_seed(0)) - 0.5
     s = TrainSettings(epochs=3, ema_decay=0.95)
 
     def run(folder, **kw):
-        return fit(
-            ModelKind(DDPM), cfg, s, data=x, runs_dir=folder, device="cpu", progress=False, log=lambda *_: None, **kw
-        )
+        return train_tiny(s, runs_dir=folder, **kw)
 
     full = run(tmp_path / "a")
 

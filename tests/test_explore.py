@@ -10,11 +10,9 @@ from PIL import Image
 
 from helpers import explore
 from helpers.cold import ColdDiffusion
-from helpers.config import ColdConfig, DDPMConfig, cold_preset
+from helpers.config import ColdConfig
 from helpers.ddpm import DDPM, GaussianNoising
 from helpers.degradations import RowColumnAveraging
-
-TINY = cold_preset("columns", hidden=(4,))
 
 
 def digits(n=4):
@@ -26,9 +24,9 @@ def pixels(frame):
 
 
 @pytest.fixture(scope="module")
-def tiny():
+def tiny(tiny_cold_config):
     torch.manual_seed(0)
-    return ColdDiffusion(TINY).eval()
+    return ColdDiffusion(tiny_cold_config).eval()
 
 
 def test_frame_is_the_degradation_at_t_and_its_png_shows_it():
@@ -59,14 +57,14 @@ def test_moving_t_or_a_choice_changes_image_and_label():
     assert e.frame("columns", 1, "random", 0).png == e.frame("rows", 4, "inside-out", 0).png  # t = 0: x
 
 
-def test_reconstructions_appear_only_when_a_model_of_that_configuration_exists(tiny):
+def test_reconstructions_appear_only_when_a_model_of_that_configuration_exists(tiny, tiny_cold_config):
     asked = []
 
     def find(cfg):
         asked.append(cfg)
-        return tiny if cfg == TINY else None
+        return tiny if cfg == tiny_cold_config else None
 
-    e = explore.DegradationExplorer(digits(), find, base=TINY)
+    e = explore.DegradationExplorer(digits(), find, base=tiny_cold_config)
     with_model = e.frame("columns", 1, "random", 9)
     assert list(with_model.rows) == ["D(x, t)", "direct R(D(x, t), t)", "Algorithm 2 from t"]
     z = tiny.degradation.degrade(digits(), 9)
@@ -76,17 +74,19 @@ def test_reconstructions_appear_only_when_a_model_of_that_configuration_exists(t
     without = e.frame("rows", 1, "random", 9)  # no model of rows: D(x, t) only
     assert list(without.rows) == ["D(x, t)"] and "no trained model" in without.label
     e.frame("columns", 1, "random", 3)
-    assert asked == [TINY, TINY.replace(axis="rows")]  # each configuration looked up once
+    assert asked == [tiny_cold_config, tiny_cold_config.replace(axis="rows")]  # each configuration looked up once
     assert list(explore.DegradationExplorer(digits()).frame("columns", 1, "random", 9).rows) == ["D(x, t)"]
 
 
-def test_a_model_of_another_configuration_is_refused(tiny):
+def test_a_model_of_another_configuration_is_refused(tiny, tiny_cold_config):
     with pytest.raises(ValueError, match="model is trained for"):
-        explore.degradation_frame(digits(), TINY.replace(axis="rows"), 2, tiny)
+        explore.degradation_frame(digits(), tiny_cold_config.replace(axis="rows"), 2, tiny)
 
 
-def test_slider_range_follows_T_and_the_widget_follows_the_slider(tiny):
-    e = explore.DegradationExplorer(digits(), lambda cfg: tiny if cfg == TINY else None, base=TINY)
+def test_slider_range_follows_T_and_the_widget_follows_the_slider(tiny, tiny_cold_config):
+    e = explore.DegradationExplorer(
+        digits(), lambda cfg: tiny if cfg == tiny_cold_config else None, base=tiny_cold_config
+    )
     box = e.widget(t=14)
     axis, group, schedule = box.children[:3]
     assert (box.slider.min, box.slider.max, box.slider.value) == (0, 28, 14)
@@ -110,9 +110,9 @@ def test_slider_range_follows_T_and_the_widget_follows_the_slider(tiny):
         e.frame("diagonal", 1, "random", 0)
 
 
-def test_ddpm_frames_follow_t_and_show_the_reverse_trajectory():
+def test_ddpm_frames_follow_t_and_show_the_reverse_trajectory(tiny_ddpm_config):
     torch.manual_seed(0)
-    model = DDPM(DDPMConfig(T=20, hidden=(4,))).eval()
+    model = DDPM(tiny_ddpm_config).eval()  # T = 20
     x = digits()
     e = explore.DDPMExplorer(x, model, seed=3)
     f5, f6 = e.frame(5), e.frame(6)
@@ -141,10 +141,10 @@ def test_ddpm_explorer_without_a_model_shows_the_forward_process_only():
         explore.DDPMExplorer(digits())
 
 
-def test_static_figures_show_fixed_steps(tiny):
+def test_static_figures_show_fixed_steps(tiny, tiny_cold_config):
     import matplotlib.pyplot as plt
 
-    fig = explore.DegradationExplorer(digits(), lambda cfg: tiny, base=TINY).figure(steps=5)
+    fig = explore.DegradationExplorer(digits(), lambda cfg: tiny, base=tiny_cold_config).figure(steps=5)
     assert [ax.get_title() for ax in fig.axes] == [f"t = {t} of T = 28" for t in (0, 7, 14, 21, 28)]
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == [
         "D(x, t)",

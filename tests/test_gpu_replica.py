@@ -11,6 +11,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+pytestmark = pytest.mark.slow  # a venv, a copy of the tree and the smoke study (minutes)
+
 
 @pytest.mark.replica
 @pytest.mark.skipif(

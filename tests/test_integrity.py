@@ -10,31 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import config, data, experiments, metrics, store, training
+from helpers import config, data, metrics, runs, store, study, training
 from helpers.ddpm import DDPM
-from helpers.training import ModelKind, TrainSettings, fit
-
-TINY = config.DDPMConfig(T=20, hidden=(4,), batch_size=32, lr=2e-3)
-
-
-def _blobs(seed=3, n=64):
-    g = torch.Generator().manual_seed(seed)
-    return torch.nn.functional.interpolate(torch.rand(n, 1, 7, 7, generator=g) - 0.5, size=28, mode="bilinear")
-
-
-def _train(runs_dir, settings=TrainSettings(epochs=1), x=None, log=lambda *_: None, **kw):
-    return fit(
-        ModelKind(DDPM),
-        TINY,
-        settings,
-        label="tiny",
-        data=_blobs() if x is None else x,
-        runs_dir=runs_dir,
-        device="cpu",
-        progress=False,
-        log=log,
-        **kw,
-    )
+from helpers.training import TrainSettings
 
 
 # 1. one altered byte in an MNIST file
@@ -56,26 +34,26 @@ def test_every_load_checks_the_mnist_md5s(tmp_path, mnist_dir):
 def test_code_key_follows_every_module_the_engine_imports(tmp_path):
     pkg = tmp_path / "helpers"
     shutil.copytree(config.ROOT / "helpers", pkg, ignore=shutil.ignore_patterns("__pycache__", "weights"))
-    before = store.code_hash(training.CODE_ROOTS, pkg)
-    assert "data" in store.module_closure(training.CODE_ROOTS, pkg)
+    roots = ("training", "ddpm")  # training.run_code of a DDPM
+    assert store.code_hash(roots) == training.run_code(training.ModelKind(DDPM))
+    before = store.code_hash(roots, pkg)
+    assert "data" in store.module_closure(roots, pkg)
     text = (pkg / "data.py").read_text()
     (pkg / "data.py").write_text(
         text.replace("images_uint8.float() / 255.0 - 0.5", "images_uint8.float() / 255.0 - 0.4")
     )
     assert (pkg / "data.py").read_text() != text
-    assert store.code_hash(training.CODE_ROOTS, pkg) != before
+    assert store.code_hash(roots, pkg) != before
     (pkg / "data.py").write_text(text + "\n# a comment only\n")
-    assert store.code_hash(training.CODE_ROOTS, pkg) == before
-    exp = (pkg / "experiments.py").read_text()
-    (pkg / "experiments.py").write_text(exp.replace("FINAL_SEED_OFFSET = 7919", "FINAL_SEED_OFFSET = 7920"))
-    assert store.code_hash(["experiments"], pkg) != store.code_hash(["experiments"], config.ROOT / "helpers")
+    assert store.code_hash(roots, pkg) == before
 
 
-def test_other_training_data_is_another_run(tmp_path):
-    a = _train(tmp_path, x=_blobs(3))
-    b = _train(tmp_path, x=_blobs(4))
+def test_other_training_data_is_another_run(train_tiny, blob_images):
+    mirrored = blob_images.flip(-1)  # the same blobs, mirrored: other data of the same shape and values
+    a = train_tiny(data=blob_images)
+    b = train_tiny(data=mirrored)
     assert a.dir != b.dir and not b.cached
-    assert _train(tmp_path, x=_blobs(3)).cached
+    assert train_tiny(data=blob_images.clone()).cached
 
 
 # 3. damaged reference features
@@ -98,22 +76,22 @@ class _Evil:
         return (print, ("this would have run",))
 
 
-def test_crafted_checkpoint_with_a_valid_checksum_is_skipped(tmp_path):
-    run = _train(tmp_path, TrainSettings(epochs=2))
+def test_crafted_checkpoint_with_a_valid_checksum_is_skipped(train_tiny):
+    run = train_tiny(TrainSettings(epochs=2))
     store.write_verified(run.dir / "ckpt-0002.pt", pickle.dumps({"key": run.key, "evil": _Evil()}))
     messages = []
-    again = _train(tmp_path, TrainSettings(epochs=2), log=messages.append)
+    again = train_tiny(TrainSettings(epochs=2), log=messages.append)
     assert any("ignoring checkpoint ckpt-0002.pt" in m for m in messages)
     assert not again.cached and again.iter_loss == run.iter_loss  # epoch 2 retrained from epoch 1
 
 
-def test_numpy_scalars_in_the_logs_load_back(tmp_path):
+def test_numpy_scalars_in_the_logs_load_back(train_tiny):
     def evaluate(model, epoch):
         return {"fid": np.float64(1.5), "n": np.int64(3)}
 
     s = TrainSettings(epochs=1, eval_epochs=(1,), eval_key="numpy")
-    _train(tmp_path, s, evaluate=evaluate)
-    again = _train(tmp_path, s, evaluate=evaluate)
+    train_tiny(s, evaluate=evaluate)
+    again = train_tiny(s, evaluate=evaluate)
     assert again.cached and again.metrics == {1: {"fid": 1.5, "n": 3}}
     assert type(again.metrics[1]["fid"]) is float and type(again.metrics[1]["n"]) is int
 
@@ -146,14 +124,16 @@ def test_seed_beyond_what_torch_holds_is_refused_before_any_work(tmp_path):
     with pytest.raises(
         ValueError, match=r"seed=35184372088832 is not allowed; expected an integer >= 0 and <= 2147483647"
     ):
-        experiments.train("ddpm", "default", "smoke", seed=2**45, runs_dir=tmp_path, progress=False)
+        runs.train("ddpm", "default", config.profile("smoke"), seed=2**45, runs_dir=tmp_path, progress=False)
     with pytest.raises(ValueError, match="seed="):
-        experiments.check_params(seed=2**45)
+        study.check_params("01_ddpm", {"seed": 2**45})
+    with pytest.raises(ValueError, match="seed="):
+        study.Study("smoke", seed=2**45, runs_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
 # 10. temporaries of a killed process, and a read-only runs folder
-def test_stale_temporaries_are_removed_when_the_run_resumes(tmp_path):
+def test_stale_temporaries_are_removed_when_the_run_resumes(train_tiny, tmp_path):
     import subprocess
 
     def stop(epoch, step):
@@ -161,7 +141,7 @@ def test_stale_temporaries_are_removed_when_the_run_resumes(tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        _train(tmp_path, TrainSettings(epochs=2), on_step=stop)
+        train_tiny(TrainSettings(epochs=2), on_step=stop)
     (run_dir,) = [d for d in tmp_path.iterdir() if d.is_dir()]
     dead = subprocess.Popen(["true"])
     dead.wait()
@@ -170,13 +150,13 @@ def test_stale_temporaries_are_removed_when_the_run_resumes(tmp_path):
     )
     stale.write_bytes(b"half a checkpoint")
     assert stale.name.startswith(".ckpt-0002.") and str(dead.pid) in stale.name
-    resumed = _train(tmp_path, TrainSettings(epochs=2))
+    resumed = train_tiny(TrainSettings(epochs=2))
     assert resumed.dir == run_dir and not stale.exists()
     assert not [p for p in run_dir.iterdir() if ".tmp" in p.name]
 
 
-def test_finished_run_loads_from_a_folder_it_cannot_write(tmp_path, monkeypatch):
-    run = _train(tmp_path, TrainSettings(epochs=1))
+def test_finished_run_loads_from_a_folder_it_cannot_write(train_tiny, tmp_path, monkeypatch):
+    run = train_tiny(TrainSettings(epochs=1))
     snapshot = {p.name: p.stat().st_mtime_ns for p in run.dir.iterdir()}
     real_open = builtins.open
 
@@ -186,7 +166,7 @@ def test_finished_run_loads_from_a_folder_it_cannot_write(tmp_path, monkeypatch)
         return real_open(file, mode, *a, **k)
 
     monkeypatch.setattr(builtins, "open", read_only)
-    again = _train(tmp_path, TrainSettings(epochs=1))
+    again = train_tiny(TrainSettings(epochs=1))
     monkeypatch.setattr(builtins, "open", real_open)
     assert again.cached
     assert {p.name: p.stat().st_mtime_ns for p in run.dir.iterdir()} == snapshot
@@ -206,6 +186,6 @@ def test_unit_range_images_passed_as_model_range_are_flagged():
 
 
 # 12. the thread count of a run is recorded (bitwise resume holds for the same count)
-def test_run_records_its_thread_count(tmp_path):
-    run = _train(tmp_path, TrainSettings(epochs=1))
+def test_run_records_its_thread_count(train_tiny):
+    run = train_tiny(TrainSettings(epochs=1))
     assert run.logs["threads"] == torch.get_num_threads()

@@ -13,29 +13,10 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import analyses, cold, config, explore, metrics
+from helpers import analyses, cold, explore, metrics
 from helpers import runs as study_runs
-from helpers.config import DDPMConfig, cold_preset
-from helpers.ddpm import DDPM
 from helpers.ema import EMA
-from helpers.training import ModelKind, TrainSettings, fit, sample_images
-
-TINY_PROFILE = config.Profile(
-    "tiny",
-    epochs=1,
-    train_limit=64,
-    sample_epochs=(),
-    eval_epochs=(),
-    eval_samples=10,
-    final_samples=20,
-    inception_samples=0,
-    variant_epochs=1,
-    variant_train_limit=64,
-    ema_decay=0.9,
-    ddim_steps=(5,),
-    ddim_samples=20,
-    n_grid=4,
-)
+from helpers.training import TrainSettings, sample_images
 
 
 def images(n, seed=0):
@@ -43,18 +24,12 @@ def images(n, seed=0):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, train_tiny_in, tiny_cold_config):
     """A trained tiny DDPM (with an EMA) and a trained tiny cold-diffusion model, as the engine hands
     them out."""
     folder = tmp_path_factory.mktemp("runs")
-    x = images(64)
-    quiet = dict(runs_dir=folder, device="cpu", progress=False, log=lambda *_: None, data=x)
-    ddpm = fit(
-        ModelKind(DDPM), DDPMConfig(T=20, hidden=(4,), batch_size=32), TrainSettings(epochs=1, ema_decay=0.9), **quiet
-    )
-    cold_run = fit(
-        study_runs.KINDS["cold"], cold_preset("columns", hidden=(4,), batch_size=32), TrainSettings(epochs=1), **quiet
-    )
+    ddpm = train_tiny_in(folder, TrainSettings(epochs=1, ema_decay=0.9))
+    cold_run = train_tiny_in(folder, TrainSettings(epochs=1), kind=study_runs.KINDS["cold"], cfg=tiny_cold_config)
     return {"ddpm": ddpm, "cold": cold_run}
 
 
@@ -146,9 +121,9 @@ def test_an_explorer_given_a_model_in_training_mode_samples_from_an_eval_copy(mo
         model.eval()
 
 
-def test_sampling_and_scoring_helpers_leave_the_model_alone(monkeypatch, runs, mnist_dir):
+def test_sampling_and_scoring_helpers_leave_the_model_alone(monkeypatch, runs, mnist_dir, tiny_profile):
     ddpm, cold_run = runs["ddpm"], runs["cold"]
-    prof = TINY_PROFILE
+    prof = tiny_profile
     with untouched(monkeypatch, ddpm.model, ddpm.ema_model, cold_run.model):
         sample_images(ddpm.model, 6, batch_size=4)
         evaluate, _ = metrics.epoch_evaluator(10, batch_size=5)

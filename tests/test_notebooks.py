@@ -66,12 +66,16 @@ def smoke(tmp_path_factory, mnist_dir):
     return base, broken, _finish(a), _finish(b)
 
 
+# The smoke fixture runs three smoke pipelines (one killed, two at once): minutes, so every test
+# that uses it is slow.
+@pytest.mark.slow
 def test_killed_pipeline_left_no_final_outputs(smoke):
     _, broken, _, _ = smoke
     assert broken["notebooks"] == []
     assert not any("loss" in p.name or "samples" in p.name for p in broken["figures"])
 
 
+@pytest.mark.slow
 def test_smoke_pipeline_writes_figures_and_executed_notebooks(smoke):
     base, _, out_a, _ = smoke
     assert "profile: smoke (given with --profile)" in out_a
@@ -107,6 +111,7 @@ def test_smoke_pipeline_writes_figures_and_executed_notebooks(smoke):
     assert not [p for p in (base / "build_a").rglob(".*") if ".tmp" in p.name]
 
 
+@pytest.mark.slow
 def test_two_pipelines_at_once_train_once(smoke):
     base, _, _, _ = smoke
     runs = [d for d in (base / "runs").iterdir() if d.is_dir()]
@@ -117,6 +122,7 @@ def test_two_pipelines_at_once_train_once(smoke):
     assert sorted("(from cache: True)" in t for t in texts) == [False, True]
 
 
+@pytest.mark.slow
 def test_rerun_after_a_finished_run_uses_the_cache(smoke):
     base, _, _, _ = smoke
     t0 = time.perf_counter()
@@ -145,6 +151,10 @@ def test_bad_profile_through_run_all_is_refused_before_set_up(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+# The papermill refusals start a Jupyter kernel that runs the notebook up to its checks (about 15 s
+# each on a busy 2-core CPU): slow. Some of the same values (seed=-1, preset='nope', rows99) are
+# refused before any work, quickly, through run_all.sh in tests/test_pipeline.py.
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "params, message",
     [
@@ -178,6 +188,7 @@ def test_bad_parameter_through_papermill_stops_before_any_work(tmp_path, params,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.ipynb"]  # papermill's own record only
 
 
+@pytest.mark.slow
 def test_bad_cold_variant_through_papermill(tmp_path):
     import papermill
 

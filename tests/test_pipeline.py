@@ -218,6 +218,9 @@ def _outputs(nb_path: Path) -> str:
     return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
 
 
+# The tests that execute the tiny notebooks in kernels (14 - 26 s each on a busy 2-core CPU) are slow; those refused
+# before any notebook runs stay in the fast loop.
+@pytest.mark.slow
 def test_kernels_get_this_checkout_parameters_and_fresh_and_the_run_is_recorded(repo):
     dead = subprocess.Popen(["true"])
     dead.wait()
@@ -254,6 +257,7 @@ def test_kernels_get_this_checkout_parameters_and_fresh_and_the_run_is_recorded(
     assert "fresh: None" in _outputs(out) and "seed: 0" in _outputs(out)
 
 
+@pytest.mark.slow
 def test_failed_notebook_keeps_its_executed_copy_and_names_the_cell(repo):
     r = _pipeline(repo, "--only", "01_probe", "02_boom")
     assert r.returncode == 1
@@ -285,6 +289,7 @@ def test_bad_value_stops_before_any_notebook(repo, args, message):
     assert not (repo / "build").exists() and not (repo / "results").exists()
 
 
+@pytest.mark.slow
 def test_overrides_reach_the_notebook_that_declares_them(repo):
     r = _pipeline(repo, "--only", "01_probe", "03_overrides", "-p", "overrides", "{'lr': 1e-3, 'hidden': [8]}")
     assert r.returncode == 0, r.stderr
@@ -293,6 +298,7 @@ def test_overrides_reach_the_notebook_that_declares_them(repo):
     assert probe["metadata"]["papermill"]["parameters"] == {"profile": "smoke"}  # it does not declare them
 
 
+@pytest.mark.slow
 def test_pretrain_stage_runs_first_and_spends_fresh(repo):
     (repo / "helpers" / "pretrain.py").write_text(
         "import json, os\n"

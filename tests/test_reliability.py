@@ -16,47 +16,26 @@ import time
 import pytest
 import torch
 
-from helpers import config, plotting, store
-from helpers.ddpm import DDPM
-from helpers.training import ModelKind, TrainingDiverged, TrainSettings, fit
+from helpers import plotting, store
+from helpers.training import TrainingDiverged, TrainSettings
 
-TINY = config.DDPMConfig(T=20, hidden=(4, 8), batch_size=32, lr=2e-3)
 SETTINGS = TrainSettings(epochs=3, sample_epochs=(3,), n_grid=2)
 
-
-def _data():
-    g = torch.Generator().manual_seed(5)
-    return torch.nn.functional.interpolate(torch.rand(192, 1, 7, 7, generator=g) - 0.5, size=28)
-
-
-def _train(runs_dir, cfg=TINY, settings=SETTINGS, log=lambda *_: None, **kw):
-    return fit(
-        ModelKind(DDPM),
-        cfg,
-        settings,
-        label="tiny",
-        data=_data(),
-        runs_dir=runs_dir,
-        device="cpu",
-        progress=False,
-        log=log,
-        **kw,
-    )
-
-
-# The child process trains the same tiny run and SIGKILLs itself at a chosen point.
+# The child process trains the same tiny run (conftest's fit_tiny) and SIGKILLs itself at a chosen point.
 CHILD = textwrap.dedent("""
     import os, signal, sys
     sys.path.insert(0, {tests!r})
-    from test_reliability import _train
+    from conftest import fit_tiny
     from helpers import store
+    from helpers.training import TrainSettings
+    settings = {settings!r}
     mode, epoch, step, runs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 
     def die(*_):
         os.kill(os.getpid(), signal.SIGKILL)
 
     if mode == "step":
-        _train(runs, on_step=lambda e, s: die() if (e, s) == (epoch, step) else None)
+        fit_tiny(runs, settings, on_step=lambda e, s: die() if (e, s) == (epoch, step) else None)
     else:  # killed half-way through writing the checkpoint of `epoch`
         real = store.atomic_write_bytes
         def torn(path, data):
@@ -65,12 +44,12 @@ CHILD = textwrap.dedent("""
                 die()
             return real(path, data)
         store.atomic_write_bytes = torn
-        _train(runs)
+        fit_tiny(runs, settings)
 """)
 
 
 def _kill_child(runs, mode, epoch, step=0):
-    code = CHILD.format(tests=os.path.dirname(__file__))
+    code = CHILD.format(tests=os.path.dirname(__file__), settings=SETTINGS)
     proc = subprocess.run(
         [sys.executable, "-c", code, mode, str(epoch), str(step), str(runs)],
         capture_output=True,
@@ -88,32 +67,32 @@ def _same(a, b):
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    return _train(tmp_path_factory.mktemp("ref"))
+def reference(tmp_path_factory, train_tiny_in):
+    return train_tiny_in(tmp_path_factory.mktemp("ref"), SETTINGS)
 
 
-def test_sigkill_at_a_random_step_then_resume_matches(reference, tmp_path):
+def test_sigkill_at_a_random_step_then_resume_matches(reference, train_tiny, tmp_path):
     rng = random.Random(os.environ.get("PYTEST_SEED", 1234))
     epoch, step = rng.randint(1, 3), rng.randint(1, 6)
     _kill_child(tmp_path, "step", epoch, step)
-    resumed = _train(tmp_path)
+    resumed = train_tiny(SETTINGS)
     assert not resumed.cached
     _same(reference, resumed)
 
 
-def test_sigkill_during_checkpoint_write_then_resume_matches(reference, tmp_path):
+def test_sigkill_during_checkpoint_write_then_resume_matches(reference, train_tiny, tmp_path):
     _kill_child(tmp_path, "write", 2)
     (run_dir,) = tmp_path.iterdir()
     assert sorted(p.name for p in run_dir.glob("ckpt-*.pt")) == ["ckpt-0001.pt"]
     assert list(run_dir.glob(".ckpt-0002.*.tmp.pt"))  # the torn temporary is still there
-    resumed = _train(tmp_path)
+    resumed = train_tiny(SETTINGS)
     _same(reference, resumed)
     assert not list(run_dir.glob(".*.tmp*"))  # and removed by the next run
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "empty", "header"])
-def test_damaged_checkpoint_is_detected_and_retrained(reference, tmp_path, damage):
-    first = _train(tmp_path)
+def test_damaged_checkpoint_is_detected_and_retrained(reference, train_tiny, damage):
+    first = train_tiny(SETTINGS)
     last = first.dir / "ckpt-0003.pt"
     blob = last.read_bytes()
     if damage == "flip":
@@ -125,7 +104,7 @@ def test_damaged_checkpoint_is_detected_and_retrained(reference, tmp_path, damag
     else:  # a checksum that does not match the contents
         last.write_bytes(b"sha256:" + b"0" * 64 + blob[blob.index(b"\n") :])
     messages = []
-    again = _train(tmp_path, log=messages.append)
+    again = train_tiny(SETTINGS, log=messages.append)
     assert any("ignoring checkpoint" in m and "ckpt-0003" in m for m in messages)
     assert not again.cached  # epoch 3 was retrained from epoch 2, not loaded
     _same(reference, again)
@@ -149,7 +128,7 @@ def test_failed_figure_write_keeps_the_previous_figure(tmp_path, monkeypatch):
     assert [p.name for p in (tmp_path / "smoke").iterdir()] == ["f.png"]
 
 
-def test_failed_checkpoint_write_keeps_the_last_checkpoint(reference, tmp_path, monkeypatch):
+def test_failed_checkpoint_write_keeps_the_last_checkpoint(reference, train_tiny, tmp_path, monkeypatch):
     real = store.atomic_write_bytes
 
     def full(path, data):
@@ -159,17 +138,18 @@ def test_failed_checkpoint_write_keeps_the_last_checkpoint(reference, tmp_path, 
 
     monkeypatch.setattr(store, "atomic_write_bytes", full)
     with pytest.raises(OSError, match="No space"):
-        _train(tmp_path)
+        train_tiny(SETTINGS)
     (run_dir,) = tmp_path.iterdir()
     assert sorted(p.name for p in run_dir.iterdir() if not p.name.startswith(".")) == ["ckpt-0001.pt", "run.json"]
     monkeypatch.undo()  # space again: the run resumes from epoch 1 and ends as if nothing happened
-    _same(reference, _train(tmp_path))
+    _same(reference, train_tiny(SETTINGS))
 
 
-def test_diverging_learning_rate_stops_with_epoch_and_step(tmp_path):
-    cfg = dataclasses.replace(TINY, lr=1e6)
-    with pytest.raises(TrainingDiverged, match=r"at epoch \d+, step \d+ of 6") as err:
-        _train(tmp_path, cfg=cfg, settings=TrainSettings(epochs=50))
+def test_diverging_learning_rate_stops_with_epoch_and_step(train_tiny, tiny_ddpm_config, blob_images, tmp_path):
+    cfg = dataclasses.replace(tiny_ddpm_config, lr=1e6)
+    steps = len(blob_images) // cfg.batch_size
+    with pytest.raises(TrainingDiverged, match=rf"at epoch \d+, step \d+ of {steps}") as err:
+        train_tiny(TrainSettings(epochs=50), cfg=cfg, data=blob_images)
     epoch = int(str(err.value).split("at epoch ")[1].split(",")[0])
     (run_dir,) = tmp_path.iterdir()
     ckpts = sorted(p.name for p in run_dir.glob("ckpt-*.pt"))
@@ -193,13 +173,13 @@ def test_second_process_waits_for_the_lock(tmp_path):
     assert first_done.is_set()
 
 
-def test_same_seed_gives_bitwise_identical_runs(tmp_path):
-    a = _train(tmp_path / "a", settings=TrainSettings(epochs=2))
-    b = _train(tmp_path / "b", settings=TrainSettings(epochs=2))
+def test_same_seed_gives_bitwise_identical_runs(train_tiny, tmp_path):
+    a = train_tiny(TrainSettings(epochs=2), runs_dir=tmp_path / "a")
+    b = train_tiny(TrainSettings(epochs=2), runs_dir=tmp_path / "b")
     for k, v in a.model.state_dict().items():
         assert torch.equal(v, b.model.state_dict()[k])
     assert a.iter_loss == b.iter_loss
-    c = _train(tmp_path / "c", settings=TrainSettings(epochs=2, seed=1))
+    c = train_tiny(TrainSettings(epochs=2, seed=1), runs_dir=tmp_path / "c")
     assert c.iter_loss != a.iter_loss
 
 

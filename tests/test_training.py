@@ -4,57 +4,46 @@ import json
 import pytest
 import torch
 
-from helpers import config, store, training
+from helpers import store, training
 from helpers.ddpm import DDPM
-from helpers.training import ModelKind, TrainingDiverged, TrainSettings, fit
-
-TINY = config.DDPMConfig(T=50, hidden=(4, 8), batch_size=32, lr=2e-3)
+from helpers.training import ModelKind, TrainingDiverged, TrainSettings
 
 
-def _data(n=256):
-    g = torch.Generator().manual_seed(3)
-    # blurry blobs: structured enough for the loss to fall within a few epochs
-    base = torch.rand(n, 1, 7, 7, generator=g) - 0.5
-    return torch.nn.functional.interpolate(base, size=28, mode="bilinear")
+def _steps(images, cfg):
+    return len(images) // cfg.batch_size  # optimiser steps per epoch (192 blobs in batches of 32: 6)
 
 
-def _train(runs_dir, settings, cfg=TINY, kind=ModelKind(DDPM), log=lambda *_: None, **kw):
-    return fit(
-        kind, cfg, settings, label="tiny", data=_data(), runs_dir=runs_dir, device="cpu", progress=False, log=log, **kw
-    )
-
-
-def test_tiny_run_lowers_the_loss_and_is_reused(tmp_path):
+def test_tiny_run_lowers_the_loss_and_is_reused(train_tiny, blob_images, tiny_ddpm_config):
     s = TrainSettings(epochs=4, sample_epochs=(2, 4), n_grid=4)
-    run = _train(tmp_path, s)
-    assert len(run.iter_loss) == 4 * 8 and len(run.epoch_loss) == 4
+    run = train_tiny(s)
+    assert len(run.iter_loss) == 4 * _steps(blob_images, tiny_ddpm_config) and len(run.epoch_loss) == 4
     assert run.epoch_loss[-1] < 0.8 * run.epoch_loss[0]
     assert sorted(run.samples) == [2, 4] and run.samples[4].shape == (4, 1, 28, 28)
     assert not run.cached
-    again = _train(tmp_path, s)
+    again = train_tiny(s)
     assert again.cached and again.dir == run.dir
     for k, v in run.model.state_dict().items():
         assert torch.equal(v, again.model.state_dict()[k])
 
 
-def test_changed_settings_get_a_new_run_folder(tmp_path):
-    a = _train(tmp_path, TrainSettings(epochs=1))
-    b = _train(tmp_path, TrainSettings(epochs=1, seed=1))
-    c = _train(tmp_path, TrainSettings(epochs=1), cfg=dataclasses.replace(TINY, lr=1e-3))
+def test_changed_settings_get_a_new_run_folder(train_tiny, tiny_ddpm_config):
+    a = train_tiny(TrainSettings(epochs=1))
+    b = train_tiny(TrainSettings(epochs=1, seed=1))
+    c = train_tiny(TrainSettings(epochs=1), cfg=dataclasses.replace(tiny_ddpm_config, lr=1e-3))
     assert len({a.dir, b.dir, c.dir}) == 3
 
 
-def test_interrupted_run_resumes_to_identical_weights_and_logs(tmp_path):
+def test_interrupted_run_resumes_to_identical_weights_and_logs(train_tiny, tmp_path):
     s = TrainSettings(epochs=3, sample_epochs=(3,), n_grid=2)
-    ref = _train(tmp_path / "a", s)
+    ref = train_tiny(s, runs_dir=tmp_path / "a")
 
     def interrupt(epoch, step):
         if epoch == 2 and step == 5:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        _train(tmp_path / "b", s, on_step=interrupt)
-    resumed = _train(tmp_path / "b", s)
+        train_tiny(s, runs_dir=tmp_path / "b", on_step=interrupt)
+    resumed = train_tiny(s, runs_dir=tmp_path / "b")
     assert not resumed.cached
     assert resumed.iter_loss == ref.iter_loss
     for k, v in ref.model.state_dict().items():
@@ -66,25 +55,27 @@ class _NaNAt(DDPM):
     """Loss turns NaN at one (epoch, step) - a stand-in for divergence."""
 
     calls = 0
+    at = 0  # the call that turns NaN
 
     def loss(self, x, generator=None):
         type(self).calls += 1
         out = super().loss(x, generator)
-        return out * float("nan") if type(self).calls == 8 + 3 else out
+        return out * float("nan") if type(self).calls == self.at else out
 
 
-def test_non_finite_loss_names_epoch_and_step_and_keeps_checkpoint(tmp_path):
-    _NaNAt.calls = 0
-    with pytest.raises(TrainingDiverged, match=r"epoch 2, step 3 of 8.*epoch 1"):
-        _train(tmp_path, TrainSettings(epochs=3), kind=ModelKind(_NaNAt))
+def test_non_finite_loss_names_epoch_and_step_and_keeps_checkpoint(train_tiny, tmp_path, blob_images, tiny_ddpm_config):
+    steps = _steps(blob_images, tiny_ddpm_config)
+    _NaNAt.calls, _NaNAt.at = 0, steps + 3
+    with pytest.raises(TrainingDiverged, match=rf"epoch 2, step 3 of {steps}.*epoch 1"):
+        train_tiny(TrainSettings(epochs=3), kind=ModelKind(_NaNAt))
     (run_dir,) = tmp_path.iterdir()
     assert sorted(p.name for p in run_dir.glob("ckpt-*.pt")) == ["ckpt-0001.pt"]
     key = json.loads((run_dir / "run.json").read_text())["key"]
     assert training.load_checkpoint(run_dir / "ckpt-0001.pt", key)["epoch"] == 1
 
 
-def test_damaged_checkpoint_is_skipped_for_the_previous_one(tmp_path):
-    run = _train(tmp_path, TrainSettings(epochs=2))
+def test_damaged_checkpoint_is_skipped_for_the_previous_one(train_tiny):
+    run = train_tiny(TrainSettings(epochs=2))
     last = run.dir / "ckpt-0002.pt"
     blob = bytearray(last.read_bytes())
     blob[len(blob) // 2] ^= 0xFF
@@ -92,19 +83,19 @@ def test_damaged_checkpoint_is_skipped_for_the_previous_one(tmp_path):
     with pytest.raises(training.CheckpointError, match="SHA-256"):
         training.load_checkpoint(last, run.key)
     messages = []
-    resumed = _train(tmp_path, TrainSettings(epochs=2), log=messages.append)  # retrains epoch 2
+    resumed = train_tiny(TrainSettings(epochs=2), log=messages.append)  # retrains epoch 2
     assert any("ignoring checkpoint ckpt-0002.pt" in m and "SHA-256" in m for m in messages)
     assert not resumed.cached and resumed.iter_loss == run.iter_loss
 
 
-def test_checkpoint_of_another_run_is_refused(tmp_path):
-    run = _train(tmp_path, TrainSettings(epochs=1))
+def test_checkpoint_of_another_run_is_refused(train_tiny):
+    run = train_tiny(TrainSettings(epochs=1))
     with pytest.raises(training.CheckpointError, match="belongs to run"):
         training.load_checkpoint(run.dir / "ckpt-0001.pt", "0" * 12)
 
 
-def test_only_the_last_checkpoints_are_kept(tmp_path):
-    run = _train(tmp_path, TrainSettings(epochs=4))
+def test_only_the_last_checkpoints_are_kept(train_tiny):
+    run = train_tiny(TrainSettings(epochs=4))
     assert sorted(p.name for p in run.dir.glob("ckpt-*")) == ["ckpt-0003.pt", "ckpt-0004.pt"]
 
 

@@ -13,7 +13,7 @@ from helpers import config, models, runs
 from helpers.cold import ColdDiffusion
 from helpers.data import training_images
 from helpers.ddpm import DDPM
-from helpers.training import ModelKind, TrainSettings, fit
+from helpers.training import ModelKind, TrainSettings
 
 UNET_HIDDEN = (32, 64, 128)  # the "unet_wide" preset
 STUDY_HIDDEN = (16, 32, 64)  # the study's "unet" and "columns_unet"
@@ -148,25 +148,15 @@ def test_cnn_presets_build_the_same_network_as_before(model):
 
 
 # --------------------------------------------------------------------------- training and sampling
-def _fit(kind, cfg, tmp_path, grid: bool = True):
+def _fit(train_tiny, kind, cfg, grid: bool = True):
     # 64 images in batches of 32: two optimiser steps, then (with `grid`) the engine's own sample grid of 2
     settings = TrainSettings(epochs=1, sample_epochs=(1,) if grid else (), n_grid=2)
-    return fit(
-        kind,
-        cfg,
-        settings,
-        label="unet",
-        data=training_images(64),
-        runs_dir=tmp_path,
-        device="cpu",
-        progress=False,
-        log=lambda *_: None,
-    )
+    return train_tiny(settings, kind=kind, cfg=cfg, label="unet", data=training_images(64))
 
 
-def test_unet_ddpm_trains_and_samples(tmp_path):
+def test_unet_ddpm_trains_and_samples(train_tiny):
     cfg = config.ddpm_preset("unet", T=4, batch_size=32)
-    run = _fit(ModelKind(DDPM), cfg, tmp_path)
+    run = _fit(train_tiny, ModelKind(DDPM), cfg)
     assert isinstance(run.model.net, models.UNet)
     assert len(run.iter_loss) == 2 and all(0 < v < 10 for v in run.iter_loss)
     assert run.samples[1].shape == (2, 1, 28, 28)
@@ -177,14 +167,14 @@ def test_unet_ddpm_trains_and_samples(tmp_path):
     assert torch.isfinite(prince).all() and torch.isfinite(ddim).all()
     assert torch.equal(prince, run.model.sample(2, generator=g()))
     # the cached run loads back into a U-Net with the same weights
-    again = _fit(ModelKind(DDPM), cfg, tmp_path)
+    again = _fit(train_tiny, ModelKind(DDPM), cfg)
     assert again.cached and all(torch.equal(v, again.model.state_dict()[k]) for k, v in run.model.state_dict().items())
 
 
-def test_unet_cold_model_trains_and_samples(tmp_path):
+def test_unet_cold_model_trains_and_samples(train_tiny):
     cfg = config.cold_preset("columns_unet", batch_size=32)
     # the study's builder: the prior of x_T fitted on the run's data; no grid (each costs T = 28 passes)
-    run = _fit(runs.KINDS["cold"], cfg, tmp_path, grid=False)
+    run = _fit(train_tiny, runs.KINDS["cold"], cfg, grid=False)
     model = run.model
     assert isinstance(model.net, models.UNet) and model.T == 28 and model.prior_weight.sum() > 0
     assert len(run.iter_loss) == 2 and all(0 < v < 10 for v in run.iter_loss)
