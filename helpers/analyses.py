@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from . import config, store
+from . import config, hardware, store
 from .runs import PROTOCOL, derived_key, final_metrics, final_subsets, on_first
 from .training import Run, sample_images, sampling_batch_size
 
@@ -176,6 +176,7 @@ def cold_examples(run: Run, n: int = 8, seed: int = 0) -> dict:
 
     dev = next(run.model.parameters()).device
     x = test_images(n).to(dev)
-    rows = {"original": x.cpu(), **cold.reconstructions(run.model, x)}
-    rows["unconditional"] = run.model.sample(n, generator=torch.Generator(device=dev).manual_seed(seed)).cpu()
+    with hardware.autocast(dev.type, run.settings.precision):  # the run's precision, as its samples
+        rows = {"original": x.cpu(), **cold.reconstructions(run.model, x)}
+    rows["unconditional"] = sample_images(run.model, n, seed, batch_size=n, precision=run.settings.precision)
     return rows

@@ -284,8 +284,10 @@ def reconstruction_metrics(run: Run, prof: config.Profile, seed: int = 0, fresh:
     spec = dict(what="reconstruction", run=run.key, n=prof.final_samples, seed=seed)
 
     def compute() -> dict:
-        x = test_images(prof.final_samples).to(next(run.model.parameters()).device)
-        images = cold.reconstructions(run.model, x)
+        dev = next(run.model.parameters()).device
+        x = test_images(prof.final_samples).to(dev)
+        with hardware.autocast(dev.type, run.settings.precision):  # the run's precision, as its samples
+            images = cold.reconstructions(run.model, x)
 
         def fid(im):
             return metrics.evaluate(im, "test", ("classifier",), seed=seed, strict_range=False, log=lambda *_: None)[

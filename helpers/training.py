@@ -708,8 +708,10 @@ def _fit(job: _Job, state: _State, data: torch.Tensor) -> None:
         # 3. the sample grid and the per-epoch metrics (raw and EMA weights)
         model.eval()
         if epoch in settings.sample_epochs:
-            grid_gen = torch.Generator(device=dev).manual_seed(settings.seed + 1)
-            logs["samples"][epoch] = model.sample(settings.n_grid, generator=grid_gen).float().cpu()
+            # one batch, its own noise, in the run's precision (as every other sample of the run)
+            logs["samples"][epoch] = sample_images(
+                model, settings.n_grid, settings.seed + 1, batch_size=settings.n_grid, precision=settings.precision
+            )
         if epoch in settings.eval_epochs:
             logs["metrics"][epoch] = store.to_plain(job.evaluate(model, epoch), f"metrics of epoch {epoch}")
             ema_epochs = settings.eval_epochs if settings.ema_eval_epochs is None else settings.ema_eval_epochs
