@@ -1,4 +1,4 @@
-"""The report: results/<profile>/*.json -> generated LaTeX definitions -> report/<profile>/report.pdf.
+"""The report's values and verdicts: results/<profile>/*.json -> generated LaTeX definitions.
 
     python -m helpers.report --profile NAME [--generate-only] [--results-dir D] [--plots-dir D] [--out-dir D]
 
@@ -8,7 +8,8 @@ roles, the title-page record, figure file names and the verdicts that decide the
 `lower`, `unresolved`, `falls`, ...), and writes them to <out>/generated/report-results.tex. Every
 sentence, table label and figure environment is in report/report.tex, report/beyond.tex and report/networks.tex, which
 read the values as `\\res{key}` and choose their phrasing with `\\resif{key}{word}{then}{else}`; an
-undefined key stops pdflatex with an error naming it, and `build` turns that into a ReportError.
+undefined key stops pdflatex with an error naming it. `build` then compiles the PDF through
+`helpers.latex`, which runs LaTeX and reads its log, and turns its failures into ReportErrors.
 """
 
 from __future__ import annotations
@@ -17,19 +18,15 @@ import argparse
 import functools
 import math
 import os
-import re
-import shutil
 import subprocess
 import sys
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import config, results, store, study, tables
+from . import config, latex, results, store, study, tables
 from .tables import decimals, escape, integer, percent
 
-DEBIAN_PACKAGES = "latexmk texlive-latex-recommended texlive-fonts-recommended lmodern"
 SOURCE_DIR = config.REPORT_DIR
 MAIN = "report.tex"
 GENERATED = "report-results.tex"
@@ -558,29 +555,6 @@ def generate(
 
 
 # --------------------------------------------------------------------------- building
-_MISSING_KEY = re.compile(r"Result key `([^']*)' is not defined")
-_NOT_FOUND = re.compile(r"File `([^']*)' not found")
-_UNDEFINED = re.compile(r"(Reference|Citation) `([^']*)' on page \d+ undefined")
-
-
-def find_latexmk() -> str:
-    exe = shutil.which("latexmk")
-    if exe is None or shutil.which("pdflatex") is None:
-        raise ReportError(
-            "latexmk and pdflatex are needed to build the report; install the Debian "
-            f"packages: apt-get install --no-install-recommends {DEBIAN_PACKAGES}"
-        )
-    return exe
-
-
-def log_problems(log: str) -> list[str]:
-    """Undefined references or citations left in a finished LaTeX log."""
-    found = [f"undefined {kind.lower()} {name!r}" for kind, name in _UNDEFINED.findall(log)]
-    if not found and "There were undefined references" in log:
-        found.append("undefined references")
-    return found
-
-
 def build(
     profile: str,
     results_dir: Path | None = None,
@@ -589,57 +563,29 @@ def build(
     timeout: float = 600,
 ) -> Path:
     """Generate the includes and compile report/report.tex to <out>/report.pdf (default
-    report/<profile>/). Any LaTeX error, an undefined result key (named), a missing figure or an
-    undefined reference raises ReportError."""
-    latexmk = find_latexmk()
+    report/<profile>/) with `helpers.latex`. Any LaTeX error, an undefined result key or a verdict
+    without words (named), a missing figure or an undefined reference raises ReportError."""
     out = Path(out_dir or SOURCE_DIR / profile).resolve()
-    generate(profile, results_dir, plots_dir, out)
-    plots = Path(plots_dir) if plots_dir else Path(os.environ.get("DIFFUSION_PLOTS_DIR") or config.PLOTS_DIR)
-    with tempfile.TemporaryDirectory(prefix="report-") as tmp:
-        # LaTeX sees only plain relative names: the sources, the generated includes and a link to the
-        # figures in a fresh folder, so a checkout under a path with spaces, brackets or non-ASCII
-        # letters builds like any other.
-        work = Path(tmp)
-        for f in [*SOURCE_DIR.glob("*.tex"), *generated_dir(profile, out).iterdir()]:
-            shutil.copy2(f, work / f.name)
-        (work / "plots").symlink_to((plots / profile).resolve(), target_is_directory=True)
-        # max_print_line: TeX wraps log lines at 79 characters, which would split a key in its message
-        env = dict(os.environ, max_print_line="10000")
-        env.pop("TEXINPUTS", None)
-        cmd = [latexmk, "-norc", "-pdf", "-interaction=nonstopmode", "-halt-on-error", "-file-line-error", MAIN]
-        try:
-            proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired as exc:
-            raise ReportError(f"latexmk did not finish within {timeout:g} s") from exc
-        out.mkdir(parents=True, exist_ok=True)
-        for name in ("report.log", "report.pdf"):
-            if (work / name).is_file():
-                store.atomic_write_bytes(out / name, (work / name).read_bytes())
-            elif name == "report.pdf":
-                (out / name).unlink(missing_ok=True)
-    log_path = out / "report.log"
-    log = log_path.read_text(errors="replace") if log_path.is_file() else ""
-    if proc.returncode != 0:
-        keys = _MISSING_KEY.findall(log)
-        if keys:
+    try:
+        latex.find_latexmk()
+        generate(profile, results_dir, plots_dir, out)
+        plots = Path(plots_dir) if plots_dir else Path(os.environ.get("DIFFUSION_PLOTS_DIR") or config.PLOTS_DIR)
+        sources = [*SOURCE_DIR.glob("*.tex"), *generated_dir(profile, out).iterdir()]
+        return latex.compile_pdf(MAIN, sources, plots / profile, out, timeout)
+    except latex.LatexError as exc:
+        keys = f"see {generated_dir(profile, out)}/{KEYS_FILE} for the keys that exist"
+        if exc.missing_key:
             raise ReportError(
-                f"result key {keys[0]!r} is not defined: report.tex uses it but no results "
-                f"file of profile {profile!r} provides it (see {generated_dir(profile, out)}/"
-                f"{KEYS_FILE} for the keys that exist)"
-            )
-        files = _NOT_FOUND.findall(log)
-        if files:
-            raise ReportError(f"LaTeX could not find the file {files[0]!r} (see {log_path})")
-        errors = [line for line in log.splitlines() if line.startswith("!") or " Error:" in line]
-        detail = "\n".join(errors[:5]) or (proc.stdout + proc.stderr)[-2000:]
-        raise ReportError(f"latexmk failed (exit code {proc.returncode}); see {log_path}:\n{detail}")
-    problems = log_problems(log)
-    if problems:
-        raise ReportError(f"the report built with {', '.join(problems)} (see {log_path})")
-    pdf = out / "report.pdf"
-    if not pdf.is_file():
-        raise ReportError(f"latexmk reported success but {pdf} is missing")
-    return pdf
+                f"result key {exc.missing_key!r} is not defined: report.tex uses it but no results "
+                f"file of profile {profile!r} provides it ({keys})"
+            ) from exc
+        if exc.no_words:
+            verdict, key, family = exc.no_words
+            raise ReportError(
+                f"verdict {verdict!r} of result key {key!r} has no words in the family {family!r}: "
+                f"add \\words{{{family}}}{{{verdict}}} to the report's sources"
+            ) from exc
+        raise ReportError(str(exc)) from exc
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import config, report, results, study
+from helpers import config, latex, report, results, study
 
 PROFILE = "quick"
 
@@ -366,7 +366,7 @@ def tex_tools() -> None:
     if missing:
         why = (
             f"{', '.join(missing)} not installed (apt-get install --no-install-recommends "
-            f"{report.DEBIAN_PACKAGES} poppler-utils)"
+            f"{latex.DEBIAN_PACKAGES} poppler-utils)"
         )
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(why)
