@@ -3,11 +3,13 @@
 A network only maps (image batch, time in [0, 1]) to an image batch: it knows nothing of the
 diffusion process that trains it, so the same classes serve the DDPM (predicting noise) and cold
 diffusion (predicting the clean image). `network(cfg)` builds the one a configuration names (its
-`net`: "cnn", the seed's, or "unet", beyond the seed); `describe(net)` reports its size.
+`net`: "cnn", the seed's, or "unet", beyond the seed); `describe(net)` reports what the report says about it:
+its size, kernels, resolutions and receptive field.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -154,20 +156,176 @@ def network(cfg) -> nn.Module:
     return CNN(cfg.hidden, cfg.activation)
 
 
+# Module types that act on each pixel (or pool statistics) without widening what a pixel is computed
+# from; the receptive-field probe replaces them by the identity.
+_POINTWISE = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm2d, nn.Dropout, nn.Identity)
+
+
+class _WindowConv(nn.Module):
+    """A convolution's footprint: the sum over input channels, then a kernel of ones with the
+    convolution's size, stride, padding and dilation, to one channel."""
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        if conv.padding_mode != "zeros":
+            raise ValueError(f"describe: no receptive-field rule for padding_mode={conv.padding_mode!r}")
+        self.kernel = torch.ones((1, 1, *conv.kernel_size))
+        self.stride, self.padding, self.dilation = conv.stride, conv.padding, conv.dilation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.conv2d(x.sum(1, keepdim=True), self.kernel, None, self.stride, self.padding, self.dilation)
+
+
+class _NoTime(nn.Module):
+    """A Linear layer of the time path, in the probe: zero, one feature (the time never depends on the
+    image, and one feature keeps every feature map of the probe at one channel)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.new_zeros((x.shape[0], 1))
+
+
+def _probe_copy(net: nn.Module) -> nn.Module:
+    """A CPU copy of `net` in which every output pixel is a sum, with positive weights, of the
+    input pixels it depends on through convolutions, poolings and upsamplings: each convolution
+    becomes its footprint (`_WindowConv`, one channel: the window does not depend on the channel
+    count), normalisations and activations the identity, the time path zero. The gradient of an output pixel is then
+    positive exactly on the pixels it is computed from (no cancellation can hide one)."""
+    probe = copy.deepcopy(net).to("cpu", torch.float32)
+
+    def strip(module: nn.Module) -> None:
+        for name, child in module.named_children():
+            if isinstance(child, nn.Conv2d):
+                setattr(module, name, _WindowConv(child))
+            elif isinstance(child, _POINTWISE) or type(child).__module__ == "torch.nn.modules.activation":
+                setattr(module, name, nn.Identity())
+            elif isinstance(child, nn.Linear):
+                setattr(module, name, _NoTime())  # Linear layers only see the time
+            elif isinstance(child, (nn.AvgPool2d, nn.Upsample)):
+                continue  # as they are
+            elif list(child.children()):
+                strip(child)
+            else:
+                raise ValueError(f"describe: no receptive-field rule for {type(child).__name__}")
+
+    strip(probe)
+    return probe
+
+
+def _windows(probe: nn.Module, size: int, rows: list[int]) -> list[tuple[int, int, int, int]]:
+    """For each output pixel (i, i), i in `rows`, of a size x size input: the first and last row and
+    column of the input pixels it is computed from, (row_lo, row_hi, col_lo, col_hi). One backward
+    pass: every pixel is probed on its own image of a batch (the probe mixes no images)."""
+    x = torch.zeros((len(rows), 1, size, size), requires_grad=True)
+    with torch.enable_grad():
+        y = probe(x, torch.zeros(len(rows)))
+        (grad,) = torch.autograd.grad(y[torch.arange(len(rows)), 0, rows, rows].sum(), x)
+    if not torch.isfinite(grad).all():
+        raise ValueError("describe: the receptive-field probe overflowed")
+    out = []
+    for b in range(len(rows)):
+        seen = grad[b, 0] > 0
+        r, c = seen.any(1).nonzero().flatten(), seen.any(0).nonzero().flatten()
+        box = (int(r[0]), int(r[-1]), int(c[0]), int(c[-1]))
+        if int(seen.sum()) != (box[1] - box[0] + 1) * (box[3] - box[2] + 1):
+            raise ValueError("describe: an output pixel's input window is not a rectangle")
+        out.append(box)
+    return out
+
+
+def receptive_field(net: nn.Module, size: int = 28) -> dict:
+    """Which input pixels each output pixel is computed from through the convolutions, poolings and
+    upsamplings (normalisation statistics aside), probed on the network itself:
+    `receptive_field`: the side of the square window of one output pixel away from the image's
+    borders (a larger image is probed, so the window is not cut off);
+    for a size x size image, `view_smallest` / `view_largest`: the side of the smallest and largest
+    part of the image one output pixel is computed from (a corner pixel's is the smallest), and
+    `whole_image_pixels` of `output_pixels`: the output pixels computed from every pixel of the image.
+    Rows and columns are probed along the diagonal; the windows are separable (square kernels and
+    poolings), checked at the corner pixel (0, size - 1)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the probe's tensors are tiny: more threads only wait for one another
+    try:
+        return _receptive_field(_probe_copy(net), size)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _receptive_field(probe: nn.Module, size: int) -> dict:
+    big = 4 * size
+    middle = _windows(probe, big, list(range(big // 2, big // 2 + 8)))
+    if any(lo == 0 or hi == big - 1 for lo, hi, _, _ in middle):
+        raise ValueError(f"describe: the window reaches the border of a {big} x {big} probe")
+    widths = {hi - lo + 1 for lo, hi, _, _ in middle} | {hi - lo + 1 for _, _, lo, hi in middle}
+    diagonal = _windows(probe, size, list(range(size)))
+    x = torch.zeros((1, 1, size, size), requires_grad=True)
+    with torch.enable_grad():
+        (grad,) = torch.autograd.grad(probe(x, torch.zeros(1))[0, 0, 0, size - 1], x)
+    corner = grad[0, 0] > 0
+    r, c = diagonal[0][:2], diagonal[size - 1][2:]
+    expected = torch.zeros_like(corner)
+    expected[r[0] : r[1] + 1, c[0] : c[1] + 1] = True
+    if not torch.equal(corner, expected):
+        raise ValueError("describe: the network's windows are not separable into rows and columns")
+    sides = [hi - lo + 1 for lo, hi, _, _ in diagonal]
+    whole_rows = sum(1 for lo, hi, _, _ in diagonal if lo == 0 and hi == size - 1)
+    return {
+        "receptive_field": max(widths),
+        "view_smallest": min(sides),
+        "view_largest": max(sides),
+        "whole_image_pixels": whole_rows * whole_rows,
+        "output_pixels": size * size,
+    }
+
+
 @torch.no_grad()
 def describe(net: nn.Module, size: int = 28) -> dict:
-    """{"parameters": trainable parameter count, "mflops_per_image": float}: the FLOPs of one forward
-    pass on one size x size image, as torch.utils.flop_counter.FlopCounterMode counts them (matrix
-    products and convolutions, a multiply-add being 2 FLOPs; norms and activations are not counted)."""
+    """What the report states about a network, computed from the module (plain JSON values):
+    - `parameters`: trainable parameter count; `mflops_per_image`: the FLOPs of one forward pass on
+      one size x size image, as torch.utils.flop_counter.FlopCounterMode counts them (matrix products
+      and convolutions, a multiply-add being 2 FLOPs; norms and activations are not counted);
+    - `convolutions`: one entry per Conv2d in the order a forward pass runs them, `kernel` (side),
+      `resolution` (side of the feature map it reads), `in` and `out` channels;
+    - `resolutions`: the feature-map sides the convolutions work at, largest first;
+    - `norm_whole_map`: whether every normalisation layer pools its statistics over whole feature
+      maps (the CNN's LayerNorm over (C, 28, 28), the U-Net's GroupNorm), so that a mean and a
+      variance of the whole map reach every pixel;
+    - `time_frequencies`: the fixed frequencies of the time embedding;
+    - and `receptive_field`'s window sizes.
+    """
     from torch.utils.flop_counter import FlopCounterMode
 
     p = next(net.parameters())
     x = torch.zeros((1, 1, size, size), device=p.device, dtype=p.dtype)
     t = torch.full((1,), 0.5, device=p.device, dtype=p.dtype)
+    convs, whole = [], []
+
+    def conv(m, inp, out):
+        convs.append(
+            {"kernel": m.kernel_size[0], "resolution": inp[0].shape[-1], "in": m.in_channels, "out": m.out_channels}
+        )
+
+    def norm(m, inp, out):
+        whole.append(isinstance(m, nn.GroupNorm) or tuple(m.normalized_shape[-2:]) == tuple(inp[0].shape[-2:]))
+
+    hooks = [
+        m.register_forward_hook(conv if isinstance(m, nn.Conv2d) else norm)
+        for m in net.modules()
+        if isinstance(m, (nn.Conv2d, nn.LayerNorm, nn.GroupNorm))
+    ]
     counter = FlopCounterMode(display=False)
-    with counter:
-        net(x, t)
+    try:
+        with counter:
+            net(x, t)
+    finally:
+        for h in hooks:
+            h.remove()
+    freqs = [m.freqs.numel() for m in net.modules() if isinstance(m, TimeEmbedding)]
     return {
         "parameters": sum(q.numel() for q in net.parameters() if q.requires_grad),
         "mflops_per_image": counter.get_total_flops() / 1e6,
+        "convolutions": convs,
+        "resolutions": sorted({c["resolution"] for c in convs}, reverse=True),
+        "norm_whole_map": bool(whole) and all(whole),
+        "time_frequencies": freqs[0] if freqs else 0,
+        **receptive_field(net, size),
     }

@@ -1,14 +1,18 @@
-"""The report: results/<profile>/*.json -> generated LaTeX definitions -> report/<profile>/report.pdf.
+"""The report's values and verdicts: results/<profile>/*.json -> generated LaTeX definitions.
 
     python -m helpers.report --profile NAME [--generate-only] [--results-dir D] [--plots-dir D] [--out-dir D]
 
 `generate` writes every value of the results files as a definition `\\resdef{key}{text}` (keys such as
 `01-ddpm/model/final/fid-classifier-pm`, numbers written by `tables.fmt`), adds the models under their
-roles, the title-page record, figure file names and the verdicts that decide the wording (`higher`,
-`lower`, `unresolved`, `falls`, ...), and writes them to <out>/generated/report-results.tex. Every
-sentence, table label and figure environment is in report/report.tex, report/beyond.tex and report/networks.tex, which
-read the values as `\\res{key}` and choose their phrasing with `\\resif{key}{word}{then}{else}`; an
-undefined key stops pdflatex with an error naming it, and `build` turns that into a ReportError.
+roles, the title-page record, figure file names, the facts about the networks (`models.describe`),
+the rows of the tables that have one row per entry (ready macro calls such as
+`\\variantrow{variants/0}\\variantrow{variants/1}`) and the verdicts (keys such as `higher`, `lower`,
+`unresolved`, `falls`), and writes them to <out>/generated/report-results.tex. Every sentence, table
+label and figure environment is in report/report.tex, report/beyond.tex and report/networks.tex,
+which read the values as `\\res{key}` and give each verdict its words with `\\verdict{family}{key}`
+(one `\\words` line per verdict of the family). `build` then compiles the PDF through
+`helpers.latex`, which runs LaTeX and reads its log; an undefined key or a verdict without words
+becomes a ReportError naming it.
 """
 
 from __future__ import annotations
@@ -17,19 +21,17 @@ import argparse
 import functools
 import math
 import os
-import re
-import shutil
 import subprocess
 import sys
-import tempfile
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
-from . import config, results, store, study, tables
+from . import config, latex, results, store, study, tables
 from .tables import decimals, escape, integer, percent
 
-DEBIAN_PACKAGES = "latexmk texlive-latex-recommended texlive-fonts-recommended lmodern"
 SOURCE_DIR = config.REPORT_DIR
 MAIN = "report.tex"
 GENERATED = "report-results.tex"
@@ -42,14 +44,14 @@ RESOLVE_SE = 2.0
 # both move by more than this relative amount, in the same direction.
 REL_TOL = 0.01
 
-# The student's own final report (SPEC section 5), shown for the discussion, never as targets; the
-# rows' labels are in report.tex. Their FID: Inception-v3 on 100 vs 100 images wrapped by a uint8
-# cast; IS from 16-image splits.
+# The student's own final report (SPEC section 5), shown for the discussion, never as targets: per
+# model its FID and IS and what the rows' labels in report.tex state (epochs, T, steps). Their FID:
+# Inception-v3 on 100 vs 100 images wrapped by a uint8 cast; IS from 16-image splits.
 STUDENT = {
-    "ddpm-default": ("98.7", "1.38"),
-    "ddpm-t1500": ("95.4", "1.5"),
-    "cold-rows28": ("108.5", "1.9"),
-    "cold-grouped": ("190--195", "n/a"),
+    "ddpm-default": {"fid": "98.7", "is": "1.38", "epochs": "100"},
+    "ddpm-t1500": {"fid": "95.4", "is": "1.5", "t": "1500"},
+    "cold-rows28": {"fid": "108.5", "is": "1.9", "steps": "28", "epochs": "80"},
+    "cold-grouped": {"fid": "190--195", "is": "n/a", "steps": "7"},
 }
 STUDENT_FID_IMAGES = 100
 STUDENT_IS_SPLIT = 16
@@ -76,10 +78,21 @@ def slug(name: Any) -> str:
     return str(name).replace("_", "-").lower()
 
 
+def calls(macro: str, args: Iterable[str], sep: str = "", last: str | None = None) -> str:
+    """Ready macro calls, one per argument: `\\macro{a}sep\\macro{b}last\\macro{c}` (`last`, default
+    `sep`, before the final one). A table's rows (`\\variantrow{variants/0}...`, each row macro ends
+    its row) or a list in a sentence (sep `\\listsep`, last `\\listand`, which the TeX words)."""
+    items = [f"{macro}{{{a}}}" for a in args]
+    if len(items) < 2:
+        return "".join(items)
+    return sep.join(items[:-1]) + (sep if last is None else last) + items[-1]
+
+
 # --------------------------------------------------------------------------- values
 def flatten(prefix: str, name: str, obj: Any, out: dict[str, str]) -> None:
     """Every value under `obj` as out["prefix/a/b"] = text. A field x with a sibling x_se also gets
-    "x-pm" (value ± error); a metric block gets has-inception and class-share/<digit>; lists of
+    "x-pm" (value ± error); a metric block gets has-inception, class-share/<digit> and
+    class-share/cells (a table row's cells, ready \\sharecell calls); lists of
     per-epoch numbers get first / last / min / mean / total, lists of blocks a count."""
     if isinstance(obj, dict):
         for k, v in obj.items():
@@ -96,6 +109,8 @@ def flatten(prefix: str, name: str, obj: Any, out: dict[str, str]) -> None:
             total = sum(obj["class_counts"]) or 1
             for d, c in enumerate(obj["class_counts"]):
                 out[f"{prefix}/class-share/{d}"] = decimals(100 * c / total, 1)
+            digits = range(len(obj["class_counts"]))
+            out[f"{prefix}/class-share/cells"] = calls(r"\sharecell", [f"{prefix}/class-share/{d}" for d in digits])
         epochs = sorted((int(k), k) for k in obj if str(k).isdigit())
         if epochs and all(isinstance(obj[k], dict) for _, k in epochs):
             flatten(f"{prefix}/first", name, obj[epochs[0][1]], out)
@@ -190,12 +205,25 @@ def favoured_digits(model_: dict, real: dict) -> list[tuple[int, float, float]]:
     return sorted(out, key=lambda t: t[2] - t[1])
 
 
-def favours(model_: dict, real: dict) -> dict[str, str]:
+def favours(model_: dict, real: dict, prefix: str) -> dict[str, str]:
+    """favours/<model>/...: the over-represented digits (`<i>/digit`, `<i>/share`, `<i>/real-share`),
+    as lists (`digits`, `shares`: ready calls of \\favdigit / \\favshare) and the verdict none / one /
+    several."""
     fav = favoured_digits(model_, real)
     out = {"count": integer(len(fav)), "n": integer(sum(model_["class_counts"]))}
     for i, (digit, pg, pr) in enumerate(fav):
         out.update({f"{i}/digit": str(digit), f"{i}/share": percent(pg), f"{i}/real-share": percent(pr)})
+    entries = [f"{prefix}/{i}" for i in range(len(fav))]
+    out["digits"] = calls(r"\favdigit", entries, r"\listsep", r"\listand")
+    out["shares"] = calls(r"\favshare", entries, r"\listsep")
+    out["verdict"] = "none" if not fav else "one" if len(fav) == 1 else "several"
     return out
+
+
+def ranked(*verdicts: str) -> str:
+    """ "ranked" when any of the verdicts about one pair of configurations orders them (higher, lower,
+    ahead), else "unranked": the report then says what decides such a ranking (one seed each)."""
+    return "ranked" if any(v in ("higher", "lower", "ahead") for v in verdicts) else "unranked"
 
 
 def reconstruction_verdict(a: dict, b: dict) -> str:
@@ -240,22 +268,95 @@ def _lines(order: list[int]) -> str:
     return ", ".join(one) if len(one) <= 10 else ", ".join(one[:6]) + r", \dots, " + ", ".join(one[-2:])
 
 
-def code_facts(ddpm_cfg: dict, cold_cfg: dict) -> dict[str, str]:
-    """Facts the method section states, read from the code that the results came from."""
-    from . import degradations, inception, models
+@functools.cache
+def _described(net: str, hidden: tuple[int, ...], activation: str) -> dict:
+    from . import models
 
-    net = models.CNN(tuple(ddpm_cfg["hidden"]), ddpm_cfg["activation"])  # the seed's network, as the text describes it
+    return models.describe(models.network(SimpleNamespace(net=net, hidden=hidden, activation=activation)))
+
+
+def described(cfg: dict) -> dict:
+    """`models.describe` of the network a model configuration (as a results file holds it) builds."""
+    return _described(cfg.get("net", "cnn"), tuple(cfg["hidden"]), cfg["activation"])
+
+
+def network_facts(prefix: str, cfg: dict) -> dict[str, str]:
+    """What the report states about a network, from `models.describe` (prefix/...): `kind` (cnn /
+    unet), `parameters`, `mflops`, `convolutions` (count), `kernels` and `resolutions` (lists of
+    sides, as ready \\kernelside / \\mapside calls), `levels` (count) with the verdict `levels-verdict`
+    (one / several), `receptive-field` (side of one output pixel's window) with `window` (narrower /
+    wider than the image), `view-smallest` / `view-largest` (the part of the image one output pixel
+    sees), `whole-image-pixels` of `output-pixels` with the verdict `whole` (none / some / all),
+    `norm-whole` (yes / no), `time-frequencies`."""
+    f = described(cfg)
+    side = math.isqrt(f["output_pixels"])
+    kernels = sorted({c["kernel"] for c in f["convolutions"]}, reverse=True)
+    whole = f["whole_image_pixels"]
+    return {
+        f"{prefix}/{k}": v
+        for k, v in {
+            "kind": escape(cfg.get("net", "cnn")),
+            "parameters": integer(f["parameters"]),
+            "mflops": decimals(f["mflops_per_image"], 1),
+            "convolutions": integer(len(f["convolutions"])),
+            "kernels": calls(r"\kernelside", map(str, kernels), r"\listsep", r"\listand"),
+            "resolutions": calls(r"\mapside", map(str, f["resolutions"]), r"\listsep", r"\listand"),
+            "levels": integer(len(f["resolutions"])),
+            "levels-verdict": "one" if len(f["resolutions"]) == 1 else "several",
+            "receptive-field": integer(f["receptive_field"]),
+            "window": "narrower" if f["receptive_field"] < side else "wider",
+            "view-smallest": integer(f["view_smallest"]),
+            "view-largest": integer(f["view_largest"]),
+            "whole-image-pixels": integer(whole),
+            "output-pixels": integer(f["output_pixels"]),
+            "whole": "none" if whole == 0 else "all" if whole == f["output_pixels"] else "some",
+            "norm-whole": "yes" if f["norm_whole_map"] else "no",
+            "time-frequencies": integer(f["time_frequencies"]),
+        }.items()
+    }
+
+
+def conv_rows(cfgs: dict[str, dict]) -> dict[str, str]:
+    """net/convs/<i>/...: for each kernel size and resolution that a network of `cfgs` (role -> config)
+    convolves at, the number of convolutions of each (`<role>`), largest resolution and kernel first;
+    `rows/net-convs`: the table rows, ready \\convrow calls."""
+    counts: dict[tuple[int, int], dict[str, int]] = {}
+    for role, cfg in cfgs.items():
+        for c in described(cfg)["convolutions"]:
+            counts.setdefault((c["resolution"], c["kernel"]), dict.fromkeys(cfgs, 0))[role] += 1
+    out = {}
+    for i, ((res, kernel), n) in enumerate(sorted(counts.items(), reverse=True)):
+        out.update({f"net/convs/{i}/kernel": integer(kernel), f"net/convs/{i}/resolution": integer(res)})
+        out.update({f"net/convs/{i}/{role}": integer(v) for role, v in n.items()})
+    out["rows/net-convs"] = calls(r"\convrow", [f"net/convs/{i}" for i in range(len(counts))])
+    return out
+
+
+def code_facts(ddpm_cfg: dict, cold_cfg: dict) -> dict[str, str]:
+    """Facts the method section states, read from the code that the results came from: the first
+    DDPM's network (`models.describe`: arch/...) and the degradation's schedules."""
+    from . import degradations, inception
+
+    facts = described(ddpm_cfg)  # the seed's network, as chapter 1 describes it
+    convs = facts["convolutions"]
+    blocks, out = convs[:-1], convs[-1]
+    if len({c["kernel"] for c in blocks}) != 1:
+        raise ReportError(
+            f"chapter 1 describes a CNN of blocks with one kernel size; the first DDPM's network "
+            f"({ddpm_cfg.get('net', 'cnn')}) has kernels {[c['kernel'] for c in convs]}"
+        )
     side = degradations.SIZE
     main_order = degradations.schedule_order(
         cold_cfg["schedule"], cold_cfg["T"], cold_cfg.get("schedule_seed", 0)
     ).tolist()
     return {
-        "arch/blocks": integer(len(net.blocks)),
+        **network_facts("arch", ddpm_cfg),
+        "arch/blocks": integer(len(blocks)),
         "arch/hidden": ", ".join(str(h) for h in ddpm_cfg["hidden"]),
-        "arch/kernel": integer(net.blocks[0].net[0].kernel_size[0]),
-        "arch/out-kernel": integer(net.out.kernel_size[0]),
-        "arch/freqs": integer(len(net.time.freqs)),
-        "arch/params-first": integer(sum(p.numel() for p in net.parameters())),
+        "arch/kernel": integer(blocks[0]["kernel"]),
+        "arch/out-kernel": integer(out["kernel"]),
+        "arch/freqs": integer(facts["time_frequencies"]),
+        "arch/params-first": integer(facts["parameters"]),
         "const/image-side": integer(side),
         "const/inception-dims": integer(inception.FEATURE_DIM),
         "schedule/outside-in": _lines(degradations.outside_in(side)),
@@ -306,15 +407,16 @@ def definitions(profile: str, src: dict, plots_dir: Path) -> dict[str, str]:
             "seed/epochs": integer(full.epochs),
             "profile/final-n": integer(nb1["real"]["n"]),
             "profile/epoch-n": integer(nb1["real_per_epoch"]["n"]),
-            "const/max-entropy": decimals(math.log2(10), 2),
+            "const/classes": integer(len(nb1["real"]["class_counts"])),
+            "const/max-entropy": decimals(math.log2(len(nb1["real"]["class_counts"])), 2),
             "const/resolve-se": f"{RESOLVE_SE:g}",
             "const/rel-tol": percent(REL_TOL),
             "student/fid-images": integer(STUDENT_FID_IMAGES),
             "student/is-split": integer(STUDENT_IS_SPLIT),
         }
     )
-    for key, (fid, is_) in STUDENT.items():
-        d[f"student/{key}/fid"], d[f"student/{key}/is"] = fid, is_
+    for key, values in STUDENT.items():
+        d.update({f"student/{key}/{k}": v for k, v in values.items()})
     d["profile/sample-epochs"] = ", ".join(str(e) for e in prof["sample_epochs"] if e <= prof["epochs"])
     d["profile/eval-epochs"] = ", ".join(str(e) for e in prof["eval_epochs"] if e <= prof["epochs"])
     short = prof.get("short_epochs")
@@ -335,6 +437,10 @@ def definitions(profile: str, src: dict, plots_dir: Path) -> dict[str, str]:
     d["eval/bootstrap"] = integer(final1.get("n_bootstrap") or 0)
     d["eval/inception"] = "computed" if (final1.get("inception") or {}).get("n") else "not-computed"
     stamp_keys(src, d)
+    count = sum(1 for k in d if k.startswith("notebooks/") and k.endswith("/name"))
+    d["rows/notebooks"] = calls(r"\notebookrow", [f"notebooks/{i}" for i in range(count)]) or r"\nonotebooks"
+    d["table/digits"] = calls(r"\digitcell", map(str, range(len(nb4["real"]["class_counts"]))))
+    d["run/seed"] = ", ".join(sorted({str(src[n]["params"]["seed"]) for n in results.NOTEBOOKS}))
 
     # verdicts and the values they need
     for key, run in (("ddpm", role["01-ddpm/model"][1]["run"]), ("cold", cold_main["run"])):
@@ -355,8 +461,10 @@ def definitions(profile: str, src: dict, plots_dir: Path) -> dict[str, str]:
     d["claim/ddpm-vs-cold-is"] = metric_verdict(ddpm_f, cold_f, "is_classifier_mean")
     ed, ec = ddpm_f["class_entropy_bits"], cold_f["class_entropy_bits"]
     d["claim/diversity"] = "more" if ed > ec else "less" if ed < ec else "same"
+    d["rank/second-set"] = ranked(d["claim/second-set-fid"], d["claim/second-set-is"])
+    d["rank/ddpm-vs-cold"] = ranked(d["claim/ddpm-vs-cold-fid"], d["claim/ddpm-vs-cold-is"])
     for key, block in (("cold", cold_f), ("ddpm", ddpm_f)):
-        d.update({f"favours/{key}/{k}": v for k, v in favours(block, nb4["real"]).items()})
+        d.update({f"favours/{key}/{k}": v for k, v in favours(block, nb4["real"], f"favours/{key}").items()})
     recon = role["04-comparison/cold"][1]["reconstruction"]
     d["claim/alg2-vs-alg1"] = reconstruction_verdict(recon["algorithm2"], recon["algorithm1"])
     d["claim/alg2-vs-direct"] = reconstruction_verdict(recon["algorithm2"], recon["direct"])
@@ -407,12 +515,18 @@ def stamp_keys(src: dict, d: dict[str, str]) -> None:
 
 
 def variant_keys(nb3: dict, main: str, d: dict[str, str]) -> None:
-    """Appendix A: the variants as a list (variants/<i>/...), and which model has the lowest FID."""
+    """Appendix A: the variants as a list (variants/<i>/...; their table rows, figures and timing rows
+    as ready calls, rows/variants, rows/variant-figures, rows/variant-timing), and which model has
+    the lowest FID."""
     names = variants(nb3)
     d["variants/count"] = integer(len(names))
     for i, v in enumerate(names):
         model(f"variants/{i}", v, nb3["models"][v], d)
-    ranked = sorted(
+    entries = [f"variants/{i}" for i in range(len(names))]
+    d["rows/variants"] = calls(r"\variantrow", entries)
+    d["rows/variant-figures"] = calls(r"\variantfigure", entries)
+    d["rows/variant-timing"] = calls(r"\coldtimingrow", entries)
+    order = sorted(
         (
             (nb3["models"][v]["final"]["fid_classifier"], v)
             for v in [main] + names
@@ -420,22 +534,28 @@ def variant_keys(nb3: dict, main: str, d: dict[str, str]) -> None:
         ),
         key=lambda t: t[0],
     )
-    if len(ranked) < 2:
+    if len(order) < 2:
         d["claim/variants-best"] = "unranked"
     else:
-        (_, b1), (_, b2) = ranked[0], ranked[1]
+        (_, b1), (_, b2) = order[0], order[1]
         f1, f2 = nb3["models"][b1]["final"], nb3["models"][b2]["final"]
         model("variants/best", b1, nb3["models"][b1], d)
         model("variants/next", b2, nb3["models"][b2], d)
         d["claim/variants-best"] = "ahead" if metric_verdict(f2, f1) == "higher" else "within"
+    d["rank/variants"] = ranked(d["claim/variants-best"])
     d["variants/mixed-epochs"] = "yes" if len({nb3["models"][v]["run"]["epochs"] for v in [main] + names}) > 1 else "no"
 
 
 def beyond_keys(nb2: dict, d: dict[str, str]) -> None:
-    """Appendix B (only with its results): DDIM with fewer steps, and EMA weights."""
+    """Appendix B (only with its results): DDIM with fewer steps (its table rows: rows/ddim, a
+    \\princerow or \\ddimrow per row), and EMA weights."""
     ddim = nb2["ddim"] if "rows" in (nb2.get("ddim") or {}) else None
     ema = nb2["ema"] if "final" in (nb2.get("ema") or {}) else None
     if ddim:
+        d["rows/ddim"] = "".join(
+            rf"\{'princerow' if r['sampler'] == 'prince' else 'ddimrow'}{{02-hyperparams/ddim/rows/{i}}}"
+            for i, r in enumerate(ddim["rows"])
+        )
         base = [r for r in ddim["rows"] if r["sampler"] == "prince"]
         fast = sorted((r for r in ddim["rows"] if r["sampler"] == "ddim"), key=lambda r: r["steps"])
         if not (base and fast):
@@ -458,6 +578,8 @@ def beyond_keys(nb2: dict, d: dict[str, str]) -> None:
                 flatten("ddim/first-ok", "first-ok", ok[0], d)
     if ema:
         d["claim/ema"] = metric_verdict(ema["final"]["ema"], ema["final"]["raw"])
+        # both weights come from one training run: ranked as that run's, like two configurations
+        d["rank/ema"] = "one-run" if ranked(d["claim/ema"]) == "ranked" else "unranked"
     for flag, present in (("ddim", ddim), ("ema", ema), ("beyond", ddim or ema)):
         if present:
             d[f"has/{flag}"] = "1"
@@ -467,13 +589,22 @@ def network_keys(nb3: dict, nb4: dict, d: dict[str, str]) -> None:
     """Appendix C (only with its results): the U-Net beside the CNN. The reference network (the
     DDPM preset of notebook 04) is `networks/first`, the other `networks/second`; each also at the
     same number of steps (`networks/same-steps/...`) and the reference at the other's training time
-    (`networks/same-time`)."""
+    (`networks/same-time`). What the text says about each network comes from `models.describe`
+    (`net/first/...`, `net/second/...`, `net/restorer/...`, the convolutions table `net/convs/...`);
+    the table rows are ready calls (rows/networks, rows/net-convs)."""
     nets = nb4.get("networks")
     if nets and len(nets.get("networks", {})) >= 2:
         first = nets["reference"]
         second = next(n for n in nets["networks"] if n != first)
+        cfgs = {"first": nets["networks"][first]["config"], "second": nets["networks"][second]["config"]}
         for role, name in (("first", first), ("second", second)):
             model(f"networks/{role}", name, nets["networks"][name], d)
+            d.update(network_facts(f"net/{role}", cfgs[role]))
+        d.update(conv_rows(cfgs))
+        facts = {role: described(cfg) for role, cfg in cfgs.items()}
+        for key, field in (("parameters", "parameters"), ("flops", "mflops_per_image")):
+            a, b = facts["second"][field], facts["first"][field]
+            d[f"claim/networks-{key}"] = "higher" if a > b else "lower" if a < b else "same"
         d["claim/networks-final"] = metric_verdict(nets["networks"][second]["final"], nets["networks"][first]["final"])
         d["claim/networks-more-steps"] = (
             "yes" if nets["networks"][first]["steps"] > nets["networks"][second]["steps"] else "no"
@@ -487,6 +618,9 @@ def network_keys(nb3: dict, nb4: dict, d: dict[str, str]) -> None:
                 d[f"networks/same-steps/{role}/train-seconds"] = fmt("seconds", seconds[same["epoch"] - 1])
             d["claim/networks-same-steps"] = metric_verdict(same["models"][second], same["models"][first])
             d["has/networks-same-steps"] = "1"
+        d["rank/networks"] = ranked(d["claim/networks-final"], d.get("claim/networks-same-steps", "unresolved"))
+        rows = [r"\netsamerow{first}\netsamerow{second}\midrule"] if same else []
+        d["rows/networks"] = "".join([*rows, r"\netfinalrow{first}\netfinalrow{second}"])
         matched = (nets.get("same_time") or {}).get(second)
         if matched:
             flatten("networks/same-time", "same_time", matched, d)
@@ -496,7 +630,9 @@ def network_keys(nb3: dict, nb4: dict, d: dict[str, str]) -> None:
     if block:
         model("restorer", block["run"]["label"], block, d)
         main = nb3["models"][nb3["params"]["cold_preset"]]
+        d.update(network_facts("net/restorer", block["config"]))
         d["claim/restorer-fid"] = metric_verdict(block["final"], main["final"])
+        d["rank/restorer"] = ranked(d["claim/restorer-fid"])
         d["has/restorer"] = "1"
     if nets or block:
         d["has/appendix-c"] = "1"
@@ -558,29 +694,6 @@ def generate(
 
 
 # --------------------------------------------------------------------------- building
-_MISSING_KEY = re.compile(r"Result key `([^']*)' is not defined")
-_NOT_FOUND = re.compile(r"File `([^']*)' not found")
-_UNDEFINED = re.compile(r"(Reference|Citation) `([^']*)' on page \d+ undefined")
-
-
-def find_latexmk() -> str:
-    exe = shutil.which("latexmk")
-    if exe is None or shutil.which("pdflatex") is None:
-        raise ReportError(
-            "latexmk and pdflatex are needed to build the report; install the Debian "
-            f"packages: apt-get install --no-install-recommends {DEBIAN_PACKAGES}"
-        )
-    return exe
-
-
-def log_problems(log: str) -> list[str]:
-    """Undefined references or citations left in a finished LaTeX log."""
-    found = [f"undefined {kind.lower()} {name!r}" for kind, name in _UNDEFINED.findall(log)]
-    if not found and "There were undefined references" in log:
-        found.append("undefined references")
-    return found
-
-
 def build(
     profile: str,
     results_dir: Path | None = None,
@@ -589,57 +702,29 @@ def build(
     timeout: float = 600,
 ) -> Path:
     """Generate the includes and compile report/report.tex to <out>/report.pdf (default
-    report/<profile>/). Any LaTeX error, an undefined result key (named), a missing figure or an
-    undefined reference raises ReportError."""
-    latexmk = find_latexmk()
+    report/<profile>/) with `helpers.latex`. Any LaTeX error, an undefined result key or a verdict
+    without words (named), a missing figure or an undefined reference raises ReportError."""
     out = Path(out_dir or SOURCE_DIR / profile).resolve()
-    generate(profile, results_dir, plots_dir, out)
-    plots = Path(plots_dir) if plots_dir else Path(os.environ.get("DIFFUSION_PLOTS_DIR") or config.PLOTS_DIR)
-    with tempfile.TemporaryDirectory(prefix="report-") as tmp:
-        # LaTeX sees only plain relative names: the sources, the generated includes and a link to the
-        # figures in a fresh folder, so a checkout under a path with spaces, brackets or non-ASCII
-        # letters builds like any other.
-        work = Path(tmp)
-        for f in [*SOURCE_DIR.glob("*.tex"), *generated_dir(profile, out).iterdir()]:
-            shutil.copy2(f, work / f.name)
-        (work / "plots").symlink_to((plots / profile).resolve(), target_is_directory=True)
-        # max_print_line: TeX wraps log lines at 79 characters, which would split a key in its message
-        env = dict(os.environ, max_print_line="10000")
-        env.pop("TEXINPUTS", None)
-        cmd = [latexmk, "-norc", "-pdf", "-interaction=nonstopmode", "-halt-on-error", "-file-line-error", MAIN]
-        try:
-            proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired as exc:
-            raise ReportError(f"latexmk did not finish within {timeout:g} s") from exc
-        out.mkdir(parents=True, exist_ok=True)
-        for name in ("report.log", "report.pdf"):
-            if (work / name).is_file():
-                store.atomic_write_bytes(out / name, (work / name).read_bytes())
-            elif name == "report.pdf":
-                (out / name).unlink(missing_ok=True)
-    log_path = out / "report.log"
-    log = log_path.read_text(errors="replace") if log_path.is_file() else ""
-    if proc.returncode != 0:
-        keys = _MISSING_KEY.findall(log)
-        if keys:
+    try:
+        latex.find_latexmk()
+        generate(profile, results_dir, plots_dir, out)
+        plots = Path(plots_dir) if plots_dir else Path(os.environ.get("DIFFUSION_PLOTS_DIR") or config.PLOTS_DIR)
+        sources = [*SOURCE_DIR.glob("*.tex"), *generated_dir(profile, out).iterdir()]
+        return latex.compile_pdf(MAIN, sources, plots / profile, out, timeout)
+    except latex.LatexError as exc:
+        keys = f"see {generated_dir(profile, out)}/{KEYS_FILE} for the keys that exist"
+        if exc.missing_key:
             raise ReportError(
-                f"result key {keys[0]!r} is not defined: report.tex uses it but no results "
-                f"file of profile {profile!r} provides it (see {generated_dir(profile, out)}/"
-                f"{KEYS_FILE} for the keys that exist)"
-            )
-        files = _NOT_FOUND.findall(log)
-        if files:
-            raise ReportError(f"LaTeX could not find the file {files[0]!r} (see {log_path})")
-        errors = [line for line in log.splitlines() if line.startswith("!") or " Error:" in line]
-        detail = "\n".join(errors[:5]) or (proc.stdout + proc.stderr)[-2000:]
-        raise ReportError(f"latexmk failed (exit code {proc.returncode}); see {log_path}:\n{detail}")
-    problems = log_problems(log)
-    if problems:
-        raise ReportError(f"the report built with {', '.join(problems)} (see {log_path})")
-    pdf = out / "report.pdf"
-    if not pdf.is_file():
-        raise ReportError(f"latexmk reported success but {pdf} is missing")
-    return pdf
+                f"result key {exc.missing_key!r} is not defined: report.tex uses it but no results "
+                f"file of profile {profile!r} provides it ({keys})"
+            ) from exc
+        if exc.no_words:
+            verdict, key, family = exc.no_words
+            raise ReportError(
+                f"verdict {verdict!r} of result key {key!r} has no words in the family {family!r}: "
+                f"add \\words{{{family}}}{{{verdict}}} to the report's sources"
+            ) from exc
+        raise ReportError(str(exc)) from exc
 
 
 def main(argv: list[str] | None = None) -> int:

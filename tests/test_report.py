@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import config, report, results, study
+from helpers import config, latex, report, results, study
 
 PROFILE = "quick"
 
@@ -366,7 +366,7 @@ def tex_tools() -> None:
     if missing:
         why = (
             f"{', '.join(missing)} not installed (apt-get install --no-install-recommends "
-            f"{report.DEBIAN_PACKAGES} poppler-utils)"
+            f"{latex.DEBIAN_PACKAGES} poppler-utils)"
         )
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(why)
@@ -518,6 +518,14 @@ def test_claims_flip_when_the_numbers_are_swapped(fixture_dirs):
         "1",
         "7",
     )
+    # verdicts are keys, never English; lists and rows are ready macro calls
+    assert defs["favours/cold/verdict"] == "several"
+    assert defs["favours/cold/digits"] == r"\favdigit{favours/cold/0}\listand\favdigit{favours/cold/1}"
+    assert defs["rows/variants"].startswith(r"\variantrow{variants/0}\variantrow{variants/1}")
+    assert defs["rows/ddim"] == "".join(
+        [r"\princerow{02-hyperparams/ddim/rows/0}", *(rf"\ddimrow{{02-hyperparams/ddim/rows/{i}}}" for i in (1, 2, 3))]
+    )
+    assert defs["rank/second-set"] == "ranked" and defs["claim/networks-final"] == "lower"
 
     swapped = copy.deepcopy(data)
     m = swapped["02_hyperparams"]["models"]
@@ -532,10 +540,11 @@ def test_claims_flip_when_the_numbers_are_swapped(fixture_dirs):
         "27.34"
     )
     assert defs["claim/alg2-vs-alg1"] == "worse"
-    assert defs["favours/cold/count"] == "0"
+    assert defs["favours/cold/count"] == "0" and defs["favours/cold/verdict"] == "none"
     if shutil.which("latexmk") and shutil.which("pdftotext"):  # the same decisions, as the PDF words them
         text = pdf_text(report.build(PROFILE, res, plots, out))
         assert "The second set ends with a lower FID (27.34 ± 0.41) than the first (45.12 ± 0.52)" in text
+        assert "higher IS (7.48 ± 0.05 against 6.71 ± 0.06). This ranking is this run's: each configuration" in text
         assert "Algorithm 2 reconstructs worse than Algorithm 1 (RMSE 0.1912 against 0.1651" in text
         assert "(unconditional) over-represents no digit" in text
 
@@ -543,9 +552,23 @@ def test_claims_flip_when_the_numbers_are_swapped(fixture_dirs):
     close = copy.deepcopy(data)
     m = close["02_hyperparams"]["models"]
     m["testing"]["final"]["fid_classifier"] = m["default"]["final"]["fid_classifier"] + 0.5
+    m["testing"]["final"]["is_classifier_mean"] = m["default"]["final"]["is_classifier_mean"] - 0.05
     write_fixture(res, plots, data=close)
     report.generate(PROFILE, res, plots, out)
-    assert generated(out)["claim/second-set-fid"] == "unresolved"
+    defs = generated(out)
+    assert defs["claim/second-set-fid"] == defs["claim/second-set-is"] == "unresolved"
+    assert defs["rank/second-set"] == "unranked"  # nothing ranked: nothing to qualify
+
+
+def test_a_verdict_without_words_stops_the_build_naming_it(fixture_dirs, monkeypatch):
+    tex_tools()
+    res, plots, out = (fixture_dirs[k] for k in ("results", "plots", "out"))
+    monkeypatch.setattr(report, "reconstruction_verdict", lambda a, b: "sideways")
+    with pytest.raises(
+        report.ReportError,
+        match=r"verdict 'sideways' of result key 'claim/alg2-vs-alg1' has no words in the family 'recon'",
+    ):
+        report.build(PROFILE, res, plots, out)
 
 
 def test_generate_names_missing_file_field_and_figure(fixture_dirs):
@@ -632,7 +655,9 @@ def test_report_builds_from_the_fixture(fixture_dirs):
     assert "Algorithm 2 reconstructs better than Algorithm 1 (RMSE 0.1651 against 0.1912" in text
     assert "Column averaging (unconditional) favours digits 1 and 7 (share among 200 samples" in text
     assert "the epoch mean falls from 0.0398 in the first epoch to 0.0361 in epoch 2" in text
-    assert "The FID (MNIST classifier) fell from 38.50 at epoch 1 to 30.10 at epoch 2." in text
+    # (a page break may fall inside this sentence: the page's floats then come between its words)
+    assert re.search(r"The FID \(MNIST classifier\) fell .*?from 38\.50 at epoch 1 to 30\.10 at epoch 2\.", text)
+    assert "The FID (MNIST classifier) fell from 55.00 at epoch 1 to 47.90 at epoch 2." in text
     assert "This report comes from the quick profile: models trained for 2 epochs on the first" in text
     # appendix C, present with the U-Net results: the verdicts at the same steps and at the end
     assert (
@@ -641,6 +666,19 @@ def test_report_builds_from_the_fixture(fixture_dirs):
     ) in text
     assert "the U-Net ends with a lower FID (18.90 ± 0.35) than the CNN (27.34 ± 0.41)" in text
     assert "The U-Net restorer ends with a lower FID (58.20 ± 0.70) than the CNN restorer (66.40 ± 0.80)" in text
+    # appendix C's case for the U-Net, every fact from models.describe
+    assert (
+        "The draft's CNN (Section 1.2) works at a single resolution, 28 × 28 pixels, with 5 convolutions, of "
+        "7 × 7 and 3 × 3 pixels. One output pixel is computed from a window of 27 × 27 input pixels, narrower "
+        "than the image (28 × 28): no output pixel is computed from the whole image, and a pixel in a corner "
+        "is computed from only 14 × 14 of it."
+    ) in text
+    assert "it works at 3 resolutions, 28 × 28, 14 × 14 and 7 × 7 pixels" in text
+    assert "Its window is 54 × 54 pixels, wider than the image, against the CNN's 27 × 27" in text
+    assert "for the U-Net 576 of its 784 output pixels are computed from the whole image" in text
+    assert "the U-Net has fewer parameters than the CNN (179,969 against 291,217)" in text
+    assert "3×3 neighbourhood" not in text and "3 × 3 neighbourhood" not in text
+    assert "This ranking is this run's: each configuration was trained once" in text
 
 
 def test_a_removed_result_stops_the_build_naming_it(fixture_dirs):

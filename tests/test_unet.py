@@ -89,6 +89,66 @@ def test_describe_counts_parameters_and_flops_of_both_networks():
     assert isinstance(unet["parameters"], int) and isinstance(unet["mflops_per_image"], float)
 
 
+def _window(layers: list[tuple[int, int]]) -> int:
+    """The receptive field by the textbook recurrence along the longest path: each layer (kernel,
+    scale) with scale 2 for a 2 x 2 pooling, 1/2 for a x2 upsampling, 1 otherwise; a k-wide kernel
+    widens the window by (k - 1) x the spacing of its input pixels in image pixels."""
+    width, jump = 1, 1.0
+    for kernel, scale in layers:
+        width += (kernel - 1) * jump
+        jump *= scale
+    return int(width)
+
+
+def test_describe_reports_kernels_resolutions_and_receptive_fields():
+    import json
+
+    cnn = models.describe(models.CNN((16, 32, 32, 16), "GELU"))
+    assert [(c["kernel"], c["resolution"]) for c in cnn["convolutions"]] == [(7, 28)] * 4 + [(3, 28)]
+    assert [c["in"] for c in cnn["convolutions"]] == [1, 16, 32, 32, 16] and cnn["resolutions"] == [28]
+    # four 7x7 convolutions then a 3x3: 1 + 4 * 6 + 2 = 27, the four alone 25
+    assert cnn["receptive_field"] == 1 + 4 * (7 - 1) + (3 - 1) == _window([(7, 1)] * 4 + [(3, 1)]) == 27
+    assert _window([(7, 1)] * 4) == 25
+    # pixel i of a 28-pixel side sees [i - 13, i + 13] cut to the image: never all 28 rows, a corner 14
+    assert cnn["whole_image_pixels"] == 0 and cnn["output_pixels"] == 784
+    assert (cnn["view_smallest"], cnn["view_largest"]) == (14, 27)
+    assert cnn["norm_whole_map"] is True and cnn["time_frequencies"] == 16
+    light = models.describe(models.CNN((16, 64, 16), "GELU"))  # three blocks: 1 + 3 * 6 + 2
+    assert (light["receptive_field"], light["view_smallest"], light["whole_image_pixels"]) == (21, 11, 0)
+
+    for hidden in (STUDY_HIDDEN, UNET_HIDDEN):
+        unet = models.describe(models.UNet(hidden, "SiLU"))
+        assert unet["resolutions"] == [28, 14, 7] and len(unet["convolutions"]) == 18
+        assert {c["kernel"] for c in unet["convolutions"]} == {3, 1}
+        # the longest path: input conv, two 3x3 at 28, pool, two at 14, pool, two at 7, up (x2) and a
+        # 3x3, two at 14, up and a 3x3, two at 28, the output 3x3; the 1x1 skips widen nothing
+        longest = [(3, 1)] * 3 + [(2, 2)] + [(3, 1)] * 2 + [(2, 2)] + [(3, 1)] * 2
+        longest += [(1, 0.5), (3, 1), (3, 1), (3, 1), (1, 0.5), (3, 1), (3, 1), (3, 1), (3, 1)]
+        assert unet["receptive_field"] == _window(longest) == 54
+        # wider than the image, but the window's place depends on the pixel's position modulo 4: the
+        # outer two rows (columns) on each side miss the far edge's last row, so 24 x 24 output pixels
+        # see the whole image and a corner pixel 27 x 27 of it
+        assert (unet["view_smallest"], unet["view_largest"]) == (27, 28)
+        assert unet["whole_image_pixels"] == 24 * 24
+        assert unet["norm_whole_map"] is True
+    assert json.loads(json.dumps(unet)) == unet  # plain JSON: network_comparison saves it with the results
+
+
+def test_the_receptive_field_probe_matches_each_pixels_dependence():
+    """The probe's windows against a brute-force check on the real CNN without its normalisation:
+    the gradient of one output pixel (float64, random weights) is non-zero exactly on its window."""
+    torch.manual_seed(0)
+    net = models.CNN((4, 4, 4, 4), "GELU").double()
+    for block in net.blocks:
+        block.net[1] = nn.Identity()  # the LayerNorm pools over the whole map: left out, as the probe does
+    windows = models._windows(models._probe_copy(net), 28, list(range(28)))
+    for i, j in [(0, 0), (0, 27), (5, 20), (13, 14), (27, 3)]:
+        x = torch.randn(1, 1, 28, 28, dtype=torch.float64, requires_grad=True)
+        (grad,) = torch.autograd.grad(net(x, torch.zeros(1, dtype=torch.float64))[0, 0, i, j], x)
+        rows, cols = (grad[0, 0] != 0).any(1).nonzero().flatten(), (grad[0, 0] != 0).any(0).nonzero().flatten()
+        assert (int(rows[0]), int(rows[-1])) == windows[i][:2] and (int(cols[0]), int(cols[-1])) == windows[j][2:]
+
+
 # --------------------------------------------------------------------------- configuration
 def test_presets_build_the_network_they_name():
     d, c = config.ddpm_preset("unet"), config.cold_preset("columns_unet")
