@@ -21,7 +21,6 @@ import argparse
 import functools
 import math
 import os
-import subprocess
 import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -56,15 +55,8 @@ STUDENT = {
 STUDENT_FID_IMAGES = 100
 STUDENT_IS_SPLIT = 16
 
+
 # The roles the report gives the models of each notebook: role -> the parameter that names the model.
-ROLES = {
-    "01_ddpm": {"model": "preset"},
-    "02_hyperparams": {"first": "baseline", "second": "preset"},
-    "03_cold_diffusion": {"main-model": "cold_preset"},
-    "04_comparison": {"ddpm": "preset", "cold": "cold_preset"},
-}
-
-
 class ReportError(RuntimeError):
     """The report cannot be generated or built; the message says what is missing or wrong."""
 
@@ -253,15 +245,6 @@ def _when(stamp: str | None) -> str:
     return t.strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _git(*args: str) -> str | None:
-    try:
-        return subprocess.run(
-            ["git", *args], cwd=config.ROOT, capture_output=True, text=True, timeout=20, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def _lines(order: list[int]) -> str:
     """A schedule, 1-indexed as the seed writes it; long ones shortened in the middle."""
     one = [str(i + 1) for i in order]
@@ -368,7 +351,7 @@ def code_facts(ddpm_cfg: dict, cold_cfg: dict) -> dict[str, str]:
 def roles(src: dict) -> dict[str, tuple[str, dict]]:
     """ "<notebook>/<role>" -> (model name, block), the names read from each notebook's parameters."""
     out = {}
-    for nb, named in ROLES.items():
+    for nb, named in study.roles().items():
         for role, param in named.items():
             name = src[nb]["params"][param]
             out[f"{slug(nb)}/{role}"] = (name, src[nb]["models"][name])
@@ -499,9 +482,9 @@ def stamp_keys(src: dict, d: dict[str, str]) -> None:
         d["stamp/precision-reason"] = escape(pipe.get("precision_reason") or "not recorded")
         d["stamp/sampling-batch"] = fmt("n", pipe.get("sampling_batch"))
     else:
-        commit, dirty = _git("rev-parse", "--short=12", "HEAD"), _git("status", "--porcelain")
-        d["stamp/commit"] = escape(commit or "unknown")
-        d["stamp/tree"] = "clean" if dirty == "" else "dirty" if dirty else "unknown"
+        state = config.git_state()
+        d["stamp/commit"] = escape(state["commit"][:12] if state["commit"] else "unknown")
+        d["stamp/tree"] = {True: "clean", False: "dirty", None: "unknown"}[state["clean"]]
         d["stamp/python"] = escape(sys.version.split()[0])
         d["stamp/device"], d["stamp/precision"] = escape(run1["device"]), escape(run1["precision"])
         d["stamp/precision-reason"], d["stamp/sampling-batch"] = "not recorded", NA
