@@ -126,3 +126,20 @@ def test_failed_atomic_write_keeps_previous_file(tmp_path, monkeypatch):
         store.atomic_write_bytes(target, b"new")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+
+
+def test_a_deadline_stops_at_an_epoch_boundary_and_the_same_call_resumes_bitwise(train_tiny, tmp_path):
+    from helpers.training import TrainingStopped
+
+    s = TrainSettings(epochs=3, sample_epochs=(3,), n_grid=2)
+    whole = train_tiny(s, runs_dir=tmp_path / "whole")
+    with pytest.raises(TrainingStopped, match="stopped at its deadline after epoch 1 of 3"):
+        train_tiny(s, runs_dir=tmp_path / "cut", deadline=0.0)  # long past: stop after the first epoch
+    (run_dir,) = (tmp_path / "cut").iterdir()
+    assert sorted(p.name for p in run_dir.glob("ckpt-*.pt")) == ["ckpt-0001.pt"]
+    resumed = train_tiny(s, runs_dir=tmp_path / "cut")
+    assert not resumed.cached and resumed.iter_loss == whole.iter_loss
+    assert all(
+        torch.equal(a, b) for a, b in zip(whole.model.state_dict().values(), resumed.model.state_dict().values())
+    )
+    assert torch.equal(whole.samples[3], resumed.samples[3])
