@@ -29,9 +29,7 @@ class ConvBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, act: str, size: int = 28):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(c_in, c_out, 7, padding=3),
-            nn.LayerNorm((c_out, size, size)),
-            activation(act),
+            nn.Conv2d(c_in, c_out, 7, padding=3), nn.LayerNorm((c_out, size, size)), activation(act)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -280,12 +280,7 @@ def find_run(
 ) -> tuple[Path, str]:
     """(folder, key) of the run these inputs define (the folder may not exist yet)."""
     key = run_key(
-        kind.name,
-        dataclasses.asdict(cfg),
-        step,
-        settings,
-        data_identity(data, settings.train_limit),
-        run_code(kind),
+        kind.name, dataclasses.asdict(cfg), step, settings, data_identity(data, settings.train_limit), run_code(kind)
     )
     return Path(runs_dir or config.RUNS_DIR) / f"{kind.name}{'-' + label if label else ''}-{key}", key
 

@@ -1,17 +1,17 @@
-"""Check a machine before the full profile runs on it, and predict how long the full profile takes.
+"""Check a machine before the full profile runs on it (the first command on a lent GPU: a few minutes).
 
-    python scripts/gpu_check.py [--device auto] [--seconds 3] [--jobs 8] [--json PATH]
+    python scripts/gpu_check.py [--device auto] [--seconds 3] [--json PATH]
 
 (a) the machine's capabilities and the precision "auto" picks, with the reason;
 (b) Inception-v3 FID features of a few MNIST digits on the device and on the CPU, and their largest
     difference (the network is first used after all training, so a device problem shows here first);
-(c) speed: training steps/s and sampler steps/s of the default DDPM and the main cold model at the
-    study's batch sizes (training 128, sampling 500, sample grids 16), on the device, in the chosen
-    precision, a few seconds each; the time of the CPU-side metrics; then the predicted time of the
-    full profile (helpers/config.py PROFILES["full"], the runs of helpers/study.py RUNS), per model as
-    steps x seconds per step, for 1 job and for N concurrent jobs.
+(c) speed: training steps/s of the default DDPM, the U-Net DDPM and the main cold model at batch 128,
+    eager and as a replayed CUDA graph (training.StepRunner), and the losses of 50 graphed steps
+    against 50 eager ones from the same start; sampler steps/s at batches 16 and the device's sampling
+    batch, and at 1,000 / 5,000 / 10,000; the time of the CPU-side metrics;
+(d) the cost model's prediction of the full profile (helpers/cost.py) at the rates measured here.
 
-Runs on any device, the CPU included (it then predicts the CPU's time). Nothing is written except
+Runs on any device, the CPU included (no graph there: the eager rows only). Nothing is written except
 the optional JSON; the reference features it needs are cached like any metric's.
 """
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from helpers import config, hardware, study, training  # noqa: E402
+from helpers import config, hardware, training  # noqa: E402
 from helpers.cold import ColdDiffusion  # noqa: E402
 from helpers.ddpm import DDPM, GaussianNoising, sample_prince  # noqa: E402
 from helpers.ema import EMA  # noqa: E402
@@ -151,6 +150,60 @@ def probe_models(dev: torch.device, precision: str, seconds: float, jobs: int) -
     return out
 
 
+def probe_graphs(dev: torch.device, precision: str, seconds: float, steps: int = 50) -> dict:
+    """Training-step time eager and graphed (training.StepRunner), per network, and the largest
+    difference between the losses of `steps` graphed and `steps` eager steps from the same start."""
+    out = {}
+    for name, cfg in (("ddpm", config.DDPM_PRESETS["default"]), ("unet", config.DDPM_PRESETS["unet"])):
+        data = torch.rand(TRAIN_BATCH * 8, 1, 28, 28, device=dev, generator=None) - 0.5
+        losses = {}
+        for graphed in (False, True):
+            torch.manual_seed(0)
+            model = DDPM(cfg).to(dev).train()
+            opt = training.adam(model, 2e-4, dev)
+            gen = torch.Generator(device=dev).manual_seed(0)
+            runner = training.StepRunner(
+                model, opt, gen, hardware.autocast(dev.type, precision), hardware.grad_scaler(dev.type, precision),
+                None, TRAIN_BATCH, dev, precision, print,
+            )  # fmt: skip
+            if not graphed:
+                runner.capture = False
+            elif not runner.capture:
+                break  # no graph on this device or in this precision
+            got = [runner(data[(i % 8) * TRAIN_BATCH : (i % 8 + 1) * TRAIN_BATCH]).clone() for i in range(steps)]
+            losses[graphed] = torch.stack(got).float().cpu()
+            i = [steps]
+
+            def step(runner=runner, i=i, data=data):
+                runner(data[(i[0] % 8) * TRAIN_BATCH : (i[0] % 8 + 1) * TRAIN_BATCH])
+                i[0] += 1
+
+            out[f"{name}_train_{'graphed' if graphed else 'eager'}"] = timed(step, dev, seconds)
+            out[f"{name}_graph"] = runner.reason
+        if True in losses:
+            out[f"{name}_graph_loss_max_abs_diff"] = float((losses[True] - losses[False]).abs().max())
+    return out
+
+
+def probe_large_batches(dev: torch.device, precision: str, seconds: float) -> dict:
+    """Seconds per sampler step of the default DDPM at batches 1,000, 5,000 and 10,000."""
+    torch.manual_seed(0)
+    ddpm = DDPM(config.DDPM_PRESETS["default"]).to(dev).eval()
+    k = 5
+    short = GaussianNoising(k, *ddpm.cfg.betas).to(dev)
+    gen = torch.Generator(device=dev).manual_seed(0)
+    out = {}
+    for batch in (1000, 5000, 10000):
+        z = torch.randn(batch, 1, 28, 28, device=dev)
+
+        def step(z=z):
+            with torch.no_grad(), hardware.autocast(dev.type, precision):
+                sample_prince(short, ddpm.eps, z, gen)
+
+        out[f"ddpm_sample_{batch}"] = timed(step, dev, seconds / 2, warmup=1) / k
+    return out
+
+
 def probe_metrics(dev: torch.device, n_epoch: int) -> dict:
     """Seconds of metrics.evaluate (classifier features on the device, statistics on the CPU) at the
     per-epoch size, and with the bootstrap of the final numbers at 2,000 (scaled linearly to 10,000)."""
@@ -173,75 +226,6 @@ def probe_metrics(dev: torch.device, n_epoch: int) -> dict:
 
 
 # --------------------------------------------------------------------------- prediction
-def predict(t: dict, inc_per_image: float | None, prof: config.Profile) -> list[dict]:
-    """Per run of the study: a list of (what, count, unit seconds) terms."""
-    rows = []
-    batches = lambda n, b: math.ceil(n / b)  # noqa: E731
-    eval_n = len(prof.eval_epochs)
-    sample_n = len(prof.sample_epochs)
-    final_b = batches(prof.final_samples, SAMPLE_BATCH)
-    eval_b = batches(prof.eval_samples, SAMPLE_BATCH)
-    scale_final = prof.final_samples / 2000
-    final_metrics = t["evaluate_2000_bootstrap"] * scale_final
-    inc = prof.inception_samples * inc_per_image if inc_per_image else 0.0
-    ddim_n = batches(prof.ddim_samples, SAMPLE_BATCH)
-    for r in study.runs(prof.name):
-        epochs, limit = study.epochs_and_limit(prof, r.budget)
-        n_train = limit or config.MNIST_TRAIN_SIZE
-        cfg = (config.DDPM_PRESETS if r.kind == "ddpm" else config.COLD_PRESETS)[r.preset]
-        T = cfg.T
-        steps = epochs * batches(n_train, cfg.batch_size)
-        weights = 2 if r.ema else 1  # raw and EMA weights are both evaluated
-        terms = []
-        if r.kind == "ddpm":
-            terms.append(("train steps", steps, t["ddpm_train_ema" if r.ema else "ddpm_train"]))
-            terms.append(
-                (
-                    f"per-epoch eval sampler steps (batch {SAMPLE_BATCH})",
-                    weights * eval_n * eval_b * T,
-                    t["ddpm_sample_500"],
-                )
-            )
-            terms.append(("grid sampler steps (batch 16)", sample_n * T, t["ddpm_sample_16"]))
-            terms.append((f"final sampler steps (batch {SAMPLE_BATCH})", weights * final_b * T, t["ddpm_sample_500"]))
-            if r.ema:  # the DDIM sweep: Prince's sampler and DDIM (eta 0 and 1) on ddim_samples
-                ddim_steps = sum(s for s in prof.ddim_steps if s <= T) * 2
-                terms.append(
-                    (
-                        f"DDIM sweep sampler steps (batch {SAMPLE_BATCH})",
-                        ddim_n * (T + ddim_steps),
-                        t["ddpm_sample_500"],
-                    )
-                )
-                terms.append(
-                    (
-                        "DDIM sweep scores",
-                        1 + 2 * len(prof.ddim_steps),
-                        t["evaluate_2000_bootstrap"] * prof.ddim_samples / 2000,
-                    )
-                )
-        else:
-            sample = t["cold_sample_500"]
-            terms.append(("train steps", steps, t["cold_train"]))
-            terms.append((f"per-epoch eval sampler steps (batch {SAMPLE_BATCH})", eval_n * eval_b * T, sample))
-            terms.append(("grid sampler steps (batch 16)", sample_n * T, t["cold_sample_16"]))
-            terms.append((f"final sampler steps (batch {SAMPLE_BATCH})", final_b * T, sample))
-            terms.append(
-                (
-                    "reconstruction steps (batch 1000)",
-                    batches(prof.final_samples, RECON_BATCH) * (2 * T + 1),
-                    t["cold_sample_1000"],
-                )
-            )
-            terms.append(("reconstruction FIDs (4 sets)", 4, t["evaluate_2000"] * prof.final_samples / 2000))
-        terms.append(("per-epoch metrics (CPU statistics)", weights * eval_n, t["evaluate_epoch"]))
-        terms.append(("final metrics with bootstrap", weights, final_metrics))
-        if inc:
-            terms.append((f"Inception FID features ({prof.inception_samples} images)", weights, inc))
-        rows.append({"run": f"{r.kind} {r.preset}", "T": T, "terms": terms, "seconds": sum(c * s for _, c, s in terms)})
-    return rows
-
-
 def hms(s: float) -> str:
     s = int(round(s))
     return f"{s // 3600} h {s % 3600 // 60:02d} min" if s >= 3600 else f"{s // 60} min {s % 60:02d} s"
@@ -252,7 +236,6 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="auto", choices=hardware.DEVICE_CHOICES)
     ap.add_argument("--precision", default="auto", choices=config.PRECISION_CHOICES)
     ap.add_argument("--seconds", type=float, default=3.0, help="measuring time of each training probe")
-    ap.add_argument("--jobs", type=int, default=len(study.runs("full")), help="concurrent jobs to predict for")
     ap.add_argument("--json", type=Path, help="also write the measurements and the prediction here")
     args = ap.parse_args(argv)
 
@@ -264,37 +247,36 @@ def main(argv=None) -> int:
     print(f"    precision for {args.precision!r}: {precision} ({why})")
     inc = inception_check(dev)
     print(f"(c) speed probes on {dev} in {precision}, about {args.seconds:g} s each ...", flush=True)
-    t = probe_models(dev, precision, args.seconds, args.jobs)
+    t = probe_models(dev, precision, args.seconds, 1)
+    t.update(probe_graphs(dev, precision, args.seconds))
+    t.update(probe_large_batches(dev, precision, args.seconds))
     prof = config.profile("full")
     t.update(probe_metrics(dev, prof.eval_samples))
     print("    measured (seconds per step or per call):")
     for k, v in t.items():
+        if isinstance(v, str):
+            print(f"      {k:<28}{v}")
+            continue
         rate = f"{1 / v:10.1f} per s" if v > 0 else ""
         print(f"      {k:<28}{v * 1000:10.3f} ms  {rate}")
-    rows = predict(t, inc.get("seconds_per_image"), prof)
-    print(
-        f"\npredicted time of profile 'full' ({prof.epochs} epochs on {prof.train_limit or 60000} images, "
-        f"eval at {len(prof.eval_epochs)} epochs on {prof.eval_samples} samples, {prof.final_samples} final "
-        f"samples, DDIM S = {list(prof.ddim_steps)} on {prof.ddim_samples}), {dev}, {precision}, one job:"
+    from helpers import cost
+
+    rates = cost.rates_from_gpu_check(
+        {"ddpm_train": t["ddpm_train"], "ddpm_sample_500": t["ddpm_sample_500"]},
+        inc.get("seconds_per_image") or float("inf"),
+        device=dev.type if dev.type in hardware.SAMPLING_BATCH else "cpu",
+        precision=precision,
     )
-    for r in rows:
-        print(f"  {r['run']} (T = {r['T']}): {hms(r['seconds'])}")
-        for what, count, unit in r["terms"]:
-            print(f"      {what:<46}{count:>9,} x {unit * 1000:10.3f} ms = {count * unit:10.1f} s")
-    total = sum(r["seconds"] for r in rows)
-    longest = max(r["seconds"] for r in rows)
-    print(f"  all {len(rows)} runs one after the other: {total:,.0f} s = {hms(total)}")
-    # N jobs share the device: their throughput is measured by one training step at N times the batch.
-    jobs = args.jobs
-    speedup = min(jobs, jobs * t["ddpm_train"] / t["ddpm_train_x_jobs"]) if jobs > 1 else 1.0
-    wall = max(longest, total / speedup)
-    print(
-        f"  {jobs} concurrent jobs: one training step at batch {TRAIN_BATCH * jobs} takes "
-        f"{t['ddpm_train_x_jobs'] * 1000:.1f} ms against {jobs} x {t['ddpm_train'] * 1000:.1f} ms, so the device "
-        f"serves {jobs} jobs about {speedup:.2f}x faster than one after another: max(longest run "
-        f"{hms(longest)}, {total:,.0f} s / {speedup:.2f}) = {wall:,.0f} s = {hms(wall)} "
-        "(an estimate: the jobs' CPU-side metrics share the cores too)"
-    )
+    if t.get("ddpm_train_graphed"):  # the engine replays graphs where it can: predict with those rates
+        rates["train/cnn"] = TRAIN_BATCH / t["ddpm_train_graphed"]
+        rates["train/unet"] = TRAIN_BATCH / t["unet_train_graphed"]
+    else:
+        rates["train/unet"] = TRAIN_BATCH / t["unet_train_eager"]
+    rates["source"] = f"measured by scripts/gpu_check.py on {dev} ({precision}); " + rates.get("source", "")
+    prediction = cost.predict("full", rates)
+    print(f"\n(d) the cost model's prediction of 'full' at these rates: {hms(prediction.seconds)} (one job)")
+    for nb, sec in prediction.by_notebook().items():
+        print(f"      {nb:<24}{hms(sec)}")
     if args.json:
         args.json.write_text(
             json.dumps(
@@ -305,13 +287,12 @@ def main(argv=None) -> int:
                     "capabilities": caps,
                     "inception": inc,
                     "measured": t,
-                    "runs": rows,
-                    "total_one_job": total,
-                    "jobs": jobs,
-                    "speedup": speedup,
-                    "wall_jobs": wall,
+                    "rates": rates,
+                    "predicted_seconds": prediction.seconds,
+                    "predicted_by_notebook": prediction.by_notebook(),
                 },
                 indent=1,
+                default=str,
             )
         )
     return 0

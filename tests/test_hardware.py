@@ -209,10 +209,7 @@ def test_sampling_batch_is_a_rule_per_device_and_part_of_the_sample_keys(machine
     a, b = (sample_images(model, 10, seed=3, batch_size=bs) for bs in (10, 4))
     assert not torch.equal(a, b)
     assert torch.equal(a, sample_images(model, 10, seed=3, batch_size=10))
-    assert torch.equal(
-        sample_images(model, 10, seed=3),
-        sample_images(model, 10, seed=3, batch_size=64),
-    )
+    assert torch.equal(sample_images(model, 10, seed=3), sample_images(model, 10, seed=3, batch_size=64))
     keys = {metrics.epoch_evaluator(16, batch_size=bs)[1] for bs in (16, 64)}
     assert len(keys) == 2  # the batch is in the key
     assert metrics.epoch_evaluator(16, batch_size=16)[1] in keys  # and the same batch gives the same key
