@@ -1,9 +1,15 @@
-"""The study itself: every run it trains, with its budget, whether it keeps an EMA and the notebook
-that shows it, and every figure it saves. The pre-training stage, the notebooks and the report read
-these two tables; nothing else lists a run of the study or spells a figure's file name.
+"""The study itself, in one place:
 
-This module imports only the standard library and `config` (run_all.sh validates arguments with it
-before any environment exists).
+- RUNS: every run it trains, with its budget, whether it keeps an EMA and the notebook that shows it;
+- FIGURES: every figure it saves, by the key the report includes it under;
+- NOTEBOOKS: the notebook contract, each notebook's parameters (defaults and allowed values) and the
+  roles of the models it shows; the notebooks', the pipeline's and run_all.sh's checks and the
+  report's roles all read it;
+- Study: the one object a notebook talks to (profile, seed, device and precision resolved once).
+
+Nothing else lists a run, spells a figure's file name or a notebook parameter. At import this module
+needs only the standard library and `config` (run_all.sh validates arguments with it before any
+environment exists); `Study` imports torch and the heavy modules when it is used.
 """
 
 from __future__ import annotations
