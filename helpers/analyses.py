@@ -14,7 +14,7 @@ import time
 import torch
 
 from . import config, hardware, store
-from .runs import PROTOCOL, derived_key, final_metrics, final_subsets, on_first
+from .runs import PROTOCOL, derived_key, final_metrics, final_protocol, final_subsets, on_first
 from .training import Run, sample_images, sampling_batch_size
 
 
@@ -59,7 +59,7 @@ def ddim_sweep(run: Run, prof: config.Profile, seed: int = 0, progress: bool = T
             images,
             "test",
             ("classifier",),
-            n_bootstrap=PROTOCOL.n_bootstrap,
+            protocol=final_protocol(),
             seed=seed,
             strict_range=False,
             log=lambda *_: None,

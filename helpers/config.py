@@ -315,9 +315,11 @@ PRECISION_CHOICES = ("auto",) + PRECISIONS  # what a profile or a notebook may a
 class Profile:
     """How much work one run of the study does: the knob `run_all.sh --profile` turns.
 
-    The main models (the DDPM presets and the main cold-diffusion model) train `epochs` epochs on
-    the first `train_limit` training images; the cold-diffusion appendix variants get their own,
-    usually smaller, budget. Every sample size below is printed on the figures and tables.
+    Each run of the study has a budget (helpers/study.py RUNS): "main" trains `epochs` epochs on the
+    first `train_limit` training images, "short" `short_epochs` (when set, else `epochs`) on the same
+    images, "variant" (the cold-diffusion appendix variants) `variant_epochs` on
+    `variant_train_limit`. Which run gets which budget is the study's choice, not the profile's. Every
+    sample size below is printed on the figures and tables.
     """
 
     name: str

@@ -65,6 +65,21 @@ KID_SUBSET_SIZE = 1000
 KID_SUBSETS = 100
 IS_SPLITS = 10
 
+
+@dataclass(frozen=True)
+class Protocol:
+    """The metric settings of one evaluation: KID's subsets, IS's splits and the bootstrap of the
+    standard errors (`n_bootstrap` resamples of the generated set, for `bootstrap_backends`)."""
+
+    kid_subset_size: int = KID_SUBSET_SIZE
+    kid_subsets: int = KID_SUBSETS
+    is_splits: int = IS_SPLITS
+    n_bootstrap: int = 0
+    bootstrap_backends: tuple[str, ...] = ("classifier",)
+
+
+NO_BOOTSTRAP = Protocol()
+
 METRIC_LABELS = {
     "fid_classifier": "FID (MNIST classifier)",
     "kid_classifier_mean": "KID (MNIST classifier)",
@@ -398,17 +413,11 @@ def bootstrap(
 
 
 def evaluate_features(
-    fake: dict[str, FeatureSet],
-    refs: dict[str, FeatureSet],
-    *,
-    kid_subset_size: int = KID_SUBSET_SIZE,
-    kid_subsets: int = KID_SUBSETS,
-    is_splits: int = IS_SPLITS,
-    n_bootstrap: int = 0,
-    bootstrap_backends: Iterable[str] = ("classifier",),
-    seed: int = 0,
+    fake: dict[str, FeatureSet], refs: dict[str, FeatureSet], *, protocol: Protocol = NO_BOOTSTRAP, seed: int = 0
 ) -> dict:
     """Every metric of already extracted features (one FeatureSet per backend on each side)."""
+    kid_subset_size, kid_subsets, is_splits = protocol.kid_subset_size, protocol.kid_subsets, protocol.is_splits
+    n_bootstrap, bootstrap_backends = protocol.n_bootstrap, protocol.bootstrap_backends
     n = {len(fs) for fs in fake.values()}
     if len(n) != 1:
         raise ValueError("the generated feature sets of the backends differ in size")
@@ -456,11 +465,7 @@ def evaluate(
     *,
     n_reference: int | None = None,
     value_range: str = "model",
-    kid_subset_size: int = KID_SUBSET_SIZE,
-    kid_subsets: int = KID_SUBSETS,
-    is_splits: int = IS_SPLITS,
-    n_bootstrap: int = 0,
-    bootstrap_backends: Iterable[str] = ("classifier",),
+    protocol: Protocol = NO_BOOTSTRAP,
     seed: int = 0,
     strict_range: bool = True,
     device: str | torch.device = "auto",
@@ -472,8 +477,9 @@ def evaluate(
     reference: "test" (the protocol) or "train". n_reference: size of the reference subset; by default
     as many as N (at most the split's size).
     backends: "classifier" (FID, KID, IS, class histogram) and/or "inception" (FID; slow on a CPU).
-    n_bootstrap > 0 adds bootstrap standard errors (`*_se`) of FID and IS
-    for the backends in `bootstrap_backends` (Inception-v3 replicates cost seconds each on a CPU).
+    `protocol` holds the metric settings (KID subsets, IS splits, bootstrap); its `n_bootstrap` > 0 adds
+    bootstrap standard errors (`*_se`) of FID and IS for its `bootstrap_backends` (Inception-v3
+    replicates cost seconds each on a CPU).
 
     strict_range=False clamps instead of refusing values beyond +-1.5 (see prepare_images).
 
@@ -486,16 +492,7 @@ def evaluate(
     n_ref = _reference_size(reference, len(x), n_reference)
     refs = {b: reference_features(b, reference, n_ref, device, log=log) for b in backends}
     fake = {b: extract(b, x, device) for b in backends}
-    out = evaluate_features(
-        fake,
-        refs,
-        kid_subset_size=kid_subset_size,
-        kid_subsets=kid_subsets,
-        is_splits=is_splits,
-        n_bootstrap=n_bootstrap,
-        bootstrap_backends=bootstrap_backends,
-        seed=seed,
-    )
+    out = evaluate_features(fake, refs, protocol=protocol, seed=seed)
     out.update(
         source="generated",
         clipped_share=clipped,
@@ -512,11 +509,7 @@ def real_data_floor(
     backends: Iterable[str] = ("classifier",),
     *,
     n_reference: int | None = None,
-    kid_subset_size: int = KID_SUBSET_SIZE,
-    kid_subsets: int = KID_SUBSETS,
-    is_splits: int = IS_SPLITS,
-    n_bootstrap: int = 0,
-    bootstrap_backends: Iterable[str] = ("classifier",),
+    protocol: Protocol = NO_BOOTSTRAP,
     seed: int = 0,
     device: str | torch.device = "auto",
     log: Callable[[str], None] = print,
@@ -536,16 +529,7 @@ def real_data_floor(
     n_ref = _reference_size(reference, n, n_reference)
     refs = {b: reference_features(b, reference, n_ref, device, log=log) for b in backends}
     fake = {b: reference_features(b, "train", n, device, log=log) for b in backends}
-    out = evaluate_features(
-        fake,
-        refs,
-        kid_subset_size=kid_subset_size,
-        kid_subsets=kid_subsets,
-        is_splits=is_splits,
-        n_bootstrap=n_bootstrap,
-        bootstrap_backends=bootstrap_backends,
-        seed=seed,
-    )
+    out = evaluate_features(fake, refs, protocol=protocol, seed=seed)
     out.update(
         source="real training images",
         reference=reference,
@@ -633,7 +617,7 @@ def epoch_evaluator(
             seed=seed,
             strict_range=False,
             device=dev,
-            n_bootstrap=N_EPOCH_BOOTSTRAP,
+            protocol=Protocol(n_bootstrap=N_EPOCH_BOOTSTRAP),
             log=lambda *_: None,
         )
         out = {name: float(result[name]) for name in EPOCH_METRICS}

@@ -62,6 +62,13 @@ class Protocol:
 PROTOCOL = Protocol()
 
 
+def final_protocol():
+    """The metric settings of final numbers: the metrics' defaults with PROTOCOL's bootstrap."""
+    from .metrics import Protocol as MetricProtocol
+
+    return MetricProtocol(n_bootstrap=PROTOCOL.n_bootstrap)
+
+
 def derived_key(compute: Callable, modules: tuple[str, ...] = ("metrics",), **spec: Any) -> str:
     """Key of a derived result: its description, the protocol, and the code that computes it (the
     function `compute` itself and the package modules that `modules` import; the run's own code is
@@ -221,7 +228,7 @@ def final_metrics(
 
     def score(images) -> dict:
         out = metrics.evaluate(
-            images, "test", ("classifier",), n_bootstrap=PROTOCOL.n_bootstrap, seed=seed, strict_range=False
+            images, "test", ("classifier",), protocol=final_protocol(), seed=seed, strict_range=False
         )
         if prof.inception_samples:
             k = min(prof.inception_samples, len(images))
@@ -265,7 +272,7 @@ def real_data_metrics(prof: config.Profile, seed: int = 0, n: int | None = None,
     spec = dict(what="real", n=n, inception=inception, seed=seed)
 
     def compute() -> dict:
-        out = metrics.real_data_floor(n, "test", ("classifier",), n_bootstrap=PROTOCOL.n_bootstrap, seed=seed)
+        out = metrics.real_data_floor(n, "test", ("classifier",), protocol=final_protocol(), seed=seed)
         if inception:
             out["inception"] = metrics.real_data_floor(inception, "test", ("inception",), seed=seed)
         return out

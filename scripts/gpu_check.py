@@ -215,9 +215,9 @@ def probe_metrics(dev: torch.device, n_epoch: int) -> dict:
     t0 = time.perf_counter()
     metrics.evaluate(x[:n_epoch], "test", ("classifier",), **quiet)
     per_epoch = time.perf_counter() - t0
-    metrics.evaluate(x[:2000], "test", ("classifier",), n_bootstrap=20, **quiet)
+    metrics.evaluate(x[:2000], "test", ("classifier",), protocol=metrics.Protocol(n_bootstrap=20), **quiet)
     t0 = time.perf_counter()
-    metrics.evaluate(x[:2000], "test", ("classifier",), n_bootstrap=20, **quiet)
+    metrics.evaluate(x[:2000], "test", ("classifier",), protocol=metrics.Protocol(n_bootstrap=20), **quiet)
     boot2000 = time.perf_counter() - t0
     t0 = time.perf_counter()
     metrics.evaluate(x[:2000], "test", ("classifier",), **quiet)

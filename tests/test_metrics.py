@@ -164,8 +164,9 @@ def test_images_are_mapped_from_the_model_range():
 def test_evaluate_and_the_real_data_floor(mnist_dir):
     n = 1000
     train01 = metrics.reference_images("train", n)
-    out = metrics.evaluate(train01 - 0.5, device="cpu", n_bootstrap=5, kid_subsets=20)
-    floor = metrics.real_data_floor(n, device="cpu", n_bootstrap=5, kid_subsets=20)
+    protocol = metrics.Protocol(n_bootstrap=5, kid_subsets=20)
+    out = metrics.evaluate(train01 - 0.5, device="cpu", protocol=protocol)
+    floor = metrics.real_data_floor(n, device="cpu", protocol=protocol)
     assert out["n"] == out["n_reference"] == n and out["kid_subset_size"] == 500
     assert out["reference"] == "test" and out["weights"] == {"classifier": clf.weights_id()}
     for key in (
