@@ -311,6 +311,12 @@ def run(
 
     def stage(pending: list[_Job], slots: int) -> None:
         running: list[_Job] = []
+        try:
+            _loop(pending, running, slots)
+        finally:  # an error here (a failed pack, an interrupt) must not leave workers behind
+            _stop([j.proc for j in running if j.proc.poll() is None])
+
+    def _loop(pending: list[_Job], running: list[_Job], slots: int) -> None:
         free = list(range(slots))
         while pending or running:
             while pending and free:
@@ -342,11 +348,11 @@ def run(
                 j.concurrent_area += len(running) * (now - j.last)
                 j.last = now
             if past(deadline + grace if deadline is not None else None):
-                for j in running:
-                    if j.proc.poll() is None:
-                        log(f"[pretrain] {j.name} still running {grace:.0f} s past the deadline: stopping it")
-                        j.killed = True
-                        _stop(j.proc)
+                late = [j for j in running if j.proc.poll() is None]
+                for j in late:
+                    log(f"[pretrain] {j.name} still running {grace:.0f} s past the deadline: stopping it")
+                    j.killed = True
+                _stop([j.proc for j in late])
             for job in [j for j in running if j.proc.poll() is not None]:
                 running.remove(job)
                 free.append(job.slot)
@@ -423,14 +429,17 @@ def run(
     return list(merged.values())
 
 
-def _stop(proc: subprocess.Popen, wait: float = 10.0) -> None:
-    """SIGTERM, then SIGKILL if the worker has not ended after `wait` seconds."""
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(wait)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+def _stop(procs: list[subprocess.Popen], wait: float = 10.0) -> None:
+    """SIGTERM to every worker, then SIGKILL to those still running `wait` seconds later."""
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    end = time.monotonic() + wait
+    for proc in procs:
+        try:
+            proc.wait(max(0.0, end - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _add_session(run_dir: Path, entry: dict) -> None:

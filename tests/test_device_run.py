@@ -586,3 +586,31 @@ def test_the_replica_expects_the_studys_jobs_not_a_number(folders, tmp_path):
     assert all(job_checks(fake_out(train)).values())
     eight = job_checks(fake_out(train[:8]))  # what the replica used to expect
     assert not all(eight.values())
+
+
+# --------------------------------------------------------------------------- reference statistics
+def test_a_cached_reference_brings_its_fid_statistics(tmp_path, mnist_dir, monkeypatch):
+    """FID against a cached reference does not recompute the reference's covariance (the 10,000 x
+    2,048 one of the Inception FID in `full`), and gives the very same number."""
+    from helpers import metrics
+
+    monkeypatch.setattr(metrics, "_MEMORY", {})
+    metrics.reference_features("classifier", "test", 200, "cpu", folder=tmp_path, log=lambda *_: None)
+    monkeypatch.setattr(metrics, "_MEMORY", {})
+    ref = metrics.reference_features("classifier", "test", 200, "cpu", folder=tmp_path, log=lambda *_: None)
+    assert ref.fid_stats is not None and ref.fid_stats["n"] == 200  # read back from disk
+    fake = metrics.FeatureSet(
+        "classifier", torch.randn(150, ref.features.shape[1], generator=torch.Generator().manual_seed(1))
+    )
+    real_updates = []
+    update = metrics.FrechetInceptionDistance.update
+    monkeypatch.setattr(
+        metrics.FrechetInceptionDistance,
+        "update",
+        lambda self, imgs, real: (real_updates.append(real), update(self, imgs, real))[1],
+    )
+    cached = metrics.fid(ref, fake)
+    assert real_updates == [False]  # only the generated side
+    recomputed = metrics.fid(metrics.FeatureSet("classifier", ref.features), fake)
+    assert real_updates == [False, True, False]
+    assert cached == recomputed
