@@ -506,6 +506,9 @@ def run(plan: dict) -> None:
                 packer.add("pipeline record", [record], status=pretrained["status"] if pretrained else "ok")
     if stage_error is not None:
         raise stage_error
+    late = [b for b, t in timings.items() if t.get("reason") == "the deadline has passed"]
+    if late:
+        raise Stopped(f"the deadline passed before notebook(s) {', '.join(late)} could start; run again to finish")
     if plan["books"]:
         print(f"figures: {config.PLOTS_DIR / name}")
     if plan["report"]:
