@@ -189,6 +189,9 @@ class FeatureSet:
     backend: str
     features: torch.Tensor
     logits: torch.Tensor | None = None
+    # FID's statistics of the whole set (float64 sum, sum of outer products, n), kept with a cached
+    # reference so that no FID against it computes its 2,048 x 2,048 covariance again
+    fid_stats: dict | None = None
 
     def __len__(self) -> int:
         return self.features.shape[0]
@@ -288,10 +291,10 @@ def reference_features(
         if backend == "inception" or n > 20_000:
             log(f"computing {backend} features of {n} {reference} images (cached afterwards)")
         fs = extract(backend, reference_images(reference, n), device)
-        return {"features": fs.features, "logits": fs.logits}
+        return {"features": fs.features, "logits": fs.logits, "fid_stats": fid_statistics(fs.features)}
 
     payload = store.cached_tensors(path, compute, log)
-    fs = FeatureSet(backend, payload["features"], payload.get("logits"))
+    fs = FeatureSet(backend, payload["features"], payload.get("logits"), payload.get("fid_stats"))
     _MEMORY[str(path)] = fs
     return fs
 
@@ -304,10 +307,33 @@ def _quiet(factory, *args, **kwargs):
         return factory(*args, **kwargs)
 
 
+def _fid(num_features: int) -> FrechetInceptionDistance:
+    return FrechetInceptionDistance(feature=PrecomputedFeatures(num_features), reset_real_features=False)
+
+
+def fid_statistics(features: torch.Tensor) -> dict:
+    """The real-side state torchmetrics' FID accumulates from `features` (float64 on the CPU: sum,
+    sum of outer products, n), computed by its own update."""
+    m = _fid(features.shape[1])
+    m.update(features.cpu().double(), real=True)
+    return {
+        "sum": m.real_features_sum.clone(),
+        "cov_sum": m.real_features_cov_sum.clone(),
+        "n": int(m.real_features_num_samples),
+    }
+
+
 def fid_metric(reference: FeatureSet) -> FrechetInceptionDistance:
-    """torchmetrics FID holding the reference statistics; reset() keeps them for the next set."""
-    m = FrechetInceptionDistance(feature=PrecomputedFeatures(reference.features.shape[1]), reset_real_features=False)
-    m.update(reference.features.cpu().double(), real=True)  # statistics in float64, on the CPU
+    """torchmetrics FID holding the reference statistics (the cached ones of a reference set, else
+    computed now); reset() keeps them for the next set."""
+    m = _fid(reference.features.shape[1])
+    stats = reference.fid_stats
+    if stats is None or stats["n"] != len(reference):
+        m.update(reference.features.cpu().double(), real=True)  # statistics in float64, on the CPU
+        return m
+    m.real_features_sum.copy_(stats["sum"])
+    m.real_features_cov_sum.copy_(stats["cov_sum"])
+    m.real_features_num_samples.fill_(stats["n"])
     return m
 
 

@@ -3,10 +3,20 @@ record the run, then build the report.
 
     python -m helpers.pipeline [--profile NAME] [--only NAME ...] [-p NAME VALUE ...] [--fresh]
                                [--jobs N|auto] [--pretrain]
+                               [--out DIR [--out-log FILE]] [--deadline SECONDS [--grace SECONDS]]
+                               [--resume-from DIR ...]
 
 Executed notebooks land in build/<profile>/ (a failed one, with its traceback, in
 build/<profile>/failed/), figures in Plots/<profile>/, numbers in results/<profile>/ and the run's
 record in results/<profile>/pipeline.json.
+
+On a lent machine (scripts/gpu_full.sh): `--out` packs every finished pre-training job, notebook and
+the record into that folder the moment each finishes (helpers.device); `--deadline` stops the
+pre-training workers at their next epoch boundary past it and starts no notebook after it (the stopped
+runs' checkpoints are packed; exit status 3); `--resume-from` puts what earlier OUT folders brought back
+into place first. A failed pre-training job does not stop the others: the notebooks that do not need
+its run still run, those that do are skipped, the record is written, and the pipeline then fails with
+an error naming the job and the end of its log.
 
 Checking the arguments (`validate`) needs only the standard library, so run_all.sh calls
 `python3 -m helpers.pipeline --check-args ...` before any environment exists.
@@ -28,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from . import config, study
+from .errors import PipelineError, Stopped
 
 REPORT = "report"  # the name `--only` gives the report
 
@@ -36,10 +47,6 @@ REPORT = "report"  # the name `--only` gives the report
 # python3 kernelspec supports them), so the traffic is encrypted and ipykernel no longer warns about it
 # once per notebook.
 KERNEL_CONFIG = {"KernelManager": {"transport_encryption": "auto"}}
-
-
-class PipelineError(RuntimeError):
-    """A stage could not run; the message says why."""
 
 
 class NotebookFailed(PipelineError):
@@ -92,6 +99,32 @@ def parser() -> argparse.ArgumentParser:
     )
     ap.add_argument(
         "--pretrain", action="store_true", help="train every run of the study before the notebooks even with --jobs 1"
+    )
+    ap.add_argument(
+        "--out",
+        metavar="DIR",
+        help="pack every finished pre-training job, notebook and the record into DIR as each finishes "
+        "(archives and a manifest within the limits of what a lent machine brings back; helpers/device.py)",
+    )
+    ap.add_argument("--out-log", metavar="FILE", help="with --out: a log file copied into DIR after each addition")
+    ap.add_argument(
+        "--deadline",
+        metavar="SECONDS",
+        help="seconds from now after which the pre-training workers stop at their next epoch boundary "
+        "(their checkpoints kept and packed) and no notebook starts",
+    )
+    ap.add_argument(
+        "--grace",
+        default="60",
+        metavar="SECONDS",
+        help="with --deadline: seconds past it before a worker that has not stopped is killed (default 60)",
+    )
+    ap.add_argument(
+        "--resume-from",
+        nargs="+",
+        default=[],
+        metavar="DIR",
+        help="OUT folders of earlier runs: unpack them first (finished runs load, stopped ones resume)",
     )
     ap.add_argument("--check-args", action="store_true", help=argparse.SUPPRESS)
     return ap
@@ -159,6 +192,21 @@ def validate(argv: list[str] | None = None) -> dict:
             )
         params[name] = parse_value(text)
 
+    seconds = {}
+    for name, text, low_open in (("deadline", args.deadline, True), ("grace", args.grace, False)):
+        if text is None:
+            seconds[name] = None
+            continue
+        try:
+            seconds[name] = float(text)
+        except ValueError:
+            seconds[name] = None
+        if seconds[name] is None or not (seconds[name] > 0 if low_open else seconds[name] >= 0):
+            raise ValueError(
+                f"--{name}={text!r} is not allowed; expected a number of seconds {'> 0' if low_open else '>= 0'}"
+            )
+    if args.out_log and not args.out:
+        raise ValueError("--out-log needs --out")
     jobs = args.jobs
     if jobs != "auto":
         if not jobs.isdigit() or int(jobs) < 1:
@@ -172,6 +220,11 @@ def validate(argv: list[str] | None = None) -> dict:
         "jobs": jobs,
         "fresh": args.fresh,
         "pretrain": args.pretrain,
+        "out": args.out,
+        "out_log": args.out_log,
+        "deadline": seconds["deadline"],
+        "grace": seconds["grace"],
+        "resume_from": args.resume_from,
         "check_only": args.check_args,
     }
 
@@ -312,6 +365,64 @@ def build_report(profile: str) -> None:
         )
 
 
+def notebook_runs(name: str, params: dict | None = None) -> set[str]:
+    """The runs of the study ("kind:preset") that notebook `name` shows with `params` (the contract's
+    defaults for the rest): the presets its parameters name."""
+    book = study.notebook(name)
+    values = {**book.defaults(), **(params or {})}
+    out = set()
+    for p in book.params:
+        value = values.get(p.name)
+        if not value:
+            continue
+        if p.allowed.startswith("ddpm_preset"):
+            out.add(f"ddpm:{value}")
+        elif p.allowed in ("cold_preset", "cold_preset_or_none"):
+            out.add(f"cold:{value}")
+        elif p.allowed == "cold_presets":
+            out.update(f"cold:{v}" for v in value)
+    return out
+
+
+def notebook_outputs(name: str, book: str, since: float) -> list[Path]:
+    """What notebook `book` of profile `name` wrote (for the OUT folder): its executed copy (or the
+    failed one), its results file, the figures and real-data rows written since `since`."""
+    from . import results
+
+    found = [config.BUILD_DIR / name / f"{book}.ipynb", config.BUILD_DIR / name / "failed" / f"{book}.ipynb"]
+    found.append(results.results_dir() / name / f"{book}.json")
+    for folder, pattern in ((config.PLOTS_DIR / name, "*"), (config.RUNS_DIR, "real-data-*.json")):
+        if folder.is_dir():
+            found += [
+                p
+                for p in sorted(folder.glob(pattern))
+                if p.is_file() and not p.name.startswith(".") and p.stat().st_mtime >= since - 1
+            ]
+    return [p for p in found if p.is_file()]
+
+
+def _pretrain(name: str, jobs: int, packer, deadline: float | None, grace: float) -> tuple[dict, Exception | None]:
+    """Run the pre-training stage; return its record and the error that ended it (a failed job or
+    the deadline), or None."""
+    extra = {}
+    if packer is not None:
+        extra["out"] = packer
+    if deadline is not None:
+        extra.update(deadline=deadline, grace=grace)
+    print(f"[pretrain] training every run of the study with {jobs} process(es)", flush=True)
+    t0 = time.perf_counter()
+    error = None
+    try:
+        records = _pretrain_module().run(name, jobs, log=print, **extra)
+    except PipelineError as exc:
+        records = getattr(exc, "records", None)
+        if records is None:
+            raise
+        error = exc
+    status = "ok" if error is None else "stopped" if isinstance(error, Stopped) else "failed"
+    return {"jobs": jobs, "seconds": round(time.perf_counter() - t0, 1), "status": status, "runs": records}, error
+
+
 def run(plan: dict) -> None:
     started = time.time()
     if plan["profile"] is None:
@@ -322,13 +433,21 @@ def run(plan: dict) -> None:
         print(f"profile: {name} (given with --profile)")
     check_values(plan["books"], name, plan["params"])
     remove_stale_temporaries(name)
+    deadline = started + plan["deadline"] if plan.get("deadline") is not None else None
+    packer = None
+    if plan.get("resume_from") or plan.get("out"):
+        from . import device
+
+        known = device.unpack([Path(p) for p in plan["resume_from"]]) if plan.get("resume_from") else {}
+        if plan.get("out"):
+            packer = device.Packer(Path(plan["out"]), log_file=plan.get("out_log"), known=known)
 
     # Kernels import this checkout's helpers, whatever else an active environment has installed.
     os.environ["PYTHONPATH"] = config.pythonpath_with_root()
     if plan["fresh"]:
         # a token new for this run: each cached result is recomputed once under it (config.fresh_token)
         os.environ["DIFFUSION_FRESH"] = f"{time.time_ns()}-{os.getpid()}"
-    pretrained = None
+    pretrained, stage_error, unfinished = None, None, set()
     if plan["books"]:
         jobs = resolve_jobs(plan["jobs"])
         if (jobs > 1 or plan["pretrain"]) and plan["params"]:
@@ -339,10 +458,9 @@ def run(plan: dict) -> None:
                 flush=True,
             )
         elif jobs > 1 or plan["pretrain"]:
-            print(f"[pretrain] training every run of the study with {jobs} process(es)", flush=True)
-            t0 = time.perf_counter()
-            runs = _pretrain_module().run(name, jobs, log=print)
-            pretrained = {"jobs": jobs, "seconds": round(time.perf_counter() - t0, 1), "runs": runs}
+            pretrained, stage_error = _pretrain(name, jobs, packer, deadline, plan.get("grace") or 0.0)
+            records = pretrained["runs"] if isinstance(pretrained["runs"], list) else []
+            unfinished = {r["job"] for r in records if r.get("status") != "ok"}
             # --fresh is spent: the notebooks must load these new runs, not train them again (results
             # computed from them are keyed by their weights, so nothing stale is reused).
             os.environ.pop("DIFFUSION_FRESH", None)
@@ -351,20 +469,46 @@ def run(plan: dict) -> None:
     try:
         for book in plan["books"]:
             params = book_parameters(book, name, plan["params"])
+            missing = sorted(notebook_runs(book.stem, plan["params"]) & unfinished)
+            why = (
+                "the deadline has passed"
+                if isinstance(stage_error, Stopped) or (deadline is not None and time.time() >= deadline)
+                else f"it needs {', '.join(missing)}, which pre-training did not finish"
+                if missing
+                else None
+            )
+            if why:
+                timings[book.stem] = {"seconds": 0.0, "status": "skipped", "reason": why}
+                print(f"[{book.stem}] skipped: {why}", flush=True)
+                continue
             print(f"[{book.stem}] running with {params}", flush=True)
             t0 = time.perf_counter()
+            t0_wall = time.time()
             seconds = lambda t0=t0: round(time.perf_counter() - t0, 1)  # noqa: E731
             try:
                 out = execute(book, params, out_dir)
             except NotebookFailed:
                 timings[book.stem] = {"seconds": seconds(), "status": "failed"}
                 raise
+            finally:
+                if packer is not None and book.stem in timings:
+                    packer.add(f"notebook {book.stem}", notebook_outputs(name, book.stem, t0_wall), status="failed")
             timings[book.stem] = {"seconds": seconds(), "status": "ok"}
             export_html(out)
+            if packer is not None:
+                packer.add(f"notebook {book.stem}", notebook_outputs(name, book.stem, t0_wall), **timings[book.stem])
             print(f"[{book.stem}] done in {timings[book.stem]['seconds']:.0f} s -> {out}", flush=True)
     finally:
-        if timings:
-            print(f"record: {write_record(name, started, timings, plan['params'], pretrained)}")
+        if timings or pretrained:
+            record = write_record(name, started, timings, plan["params"], pretrained)
+            print(f"record: {record}")
+            if packer is not None:
+                packer.add("pipeline record", [record], status=pretrained["status"] if pretrained else "ok")
+    if stage_error is not None:
+        raise stage_error
+    late = [b for b, t in timings.items() if t.get("reason") == "the deadline has passed"]
+    if late:
+        raise Stopped(f"the deadline passed before notebook(s) {', '.join(late)} could start; run again to finish")
     if plan["books"]:
         print(f"figures: {config.PLOTS_DIR / name}")
     if plan["report"]:
@@ -386,6 +530,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Stopped as exc:
+        print(f"stopped: {exc}", file=sys.stderr)
+        return 3
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -3,9 +3,11 @@
 # that machine has (docs: the device's KINDS.md; no notebook tools), the wheels gpu_carry.sh prepares,
 # a copy of the working tree as the device receives it (tracked and untracked-not-ignored files,
 # no data/, runs/ or .venv), the two calls (stage, then run with --profile smoke) in that copy,
-# and checks on what comes back in $OUT: the log, the timings per model and per notebook, the
-# results, the figures tarball, at most 8 files of at most 16 MiB. Then a run that fails at once
-# must still bring back its log and timings.
+# and checks on what comes back in $OUT (scripts/replica_check.py): at most 8 files of at most
+# 16 MiB, the manifest and the log, every packed file verified, one training job per run of the
+# profile's study and one timed DDIM job per run with an EMA (counted from helpers/study.py), their
+# logs and checkpoints, the timings per model and per notebook, the results and the figures. Then a
+# run that fails at once must still bring back its log.
 #
 #   bash scripts/gpu_replica.sh            # about 5 minutes once the cache is built
 #
@@ -94,55 +96,5 @@ set -e
 
 # 4. What came back.
 say "checking what came back"
-"$RPY" - "$DEV" "$PROFILE" "$rc" "$rc_fail" <<'PY'
-import json, sys, tarfile
-from pathlib import Path
-dev, profile, rc, rc_fail = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-problems = []
-def check(ok, what):
-    print(("  ok   " if ok else "  FAIL ") + what)
-    ok or problems.append(what)
-out = dev / "out2"
-files = sorted(p.name for p in out.iterdir())
-print(f"$OUT of the run: {files}")
-check(rc == 0, f"gpu_full.sh run exited 0 (got {rc})")
-check(len(files) <= 8 and all((out / f).stat().st_size <= 16 << 20 for f in files), "at most 8 files of at most 16 MiB")
-for name in ("gpu_full.log", "timings.txt", "pretrain-jobs.jsonl", f"results-{profile}.tar.gz",
-             f"plots-{profile}.tar.gz", f"logs-{profile}.tar.gz"):
-    check((out / name).is_file(), f"{name} came back")
-log = (out / "gpu_full.log").read_text() if (out / "gpu_full.log").is_file() else ""
-check("Traceback" not in log and "error:" not in log, "no traceback or error in the log")
-jobs = [json.loads(l) for l in (out / "pretrain-jobs.jsonl").read_text().splitlines()] if (out / "pretrain-jobs.jsonl").is_file() else []
-check(len(jobs) == 8 and all(j["status"] == "ok" and j["train_seconds"] > 0 for j in jobs), "8 pre-training jobs timed, all ok")
-timings = (out / "timings.txt").read_text() if (out / "timings.txt").is_file() else ""
-books = ("01_ddpm", "02_hyperparams", "03_cold_diffusion", "04_comparison")
-check(all(f"notebook {b}" in timings for b in books) and "pipeline wall time" in timings, "timings per model and per notebook")
-def names(tar):
-    try:
-        with tarfile.open(out / tar) as t:
-            return t.getnames()
-    except (OSError, tarfile.TarError):
-        return []
-res = names(f"results-{profile}.tar.gz")
-check(all(f"{profile}/{b}.json" in res for b in books) and f"{profile}/pipeline.json" in res, "results files of every notebook and pipeline.json")
-if f"{profile}/pipeline.json" in res:
-    with tarfile.open(out / f"results-{profile}.tar.gz") as t:
-        rec = json.load(t.extractfile(f"{profile}/pipeline.json"))
-    check(all(rec["notebooks"][b]["status"] == "ok" for b in books), "every notebook ran ok")
-pngs = [n for n in names(f"plots-{profile}.tar.gz") if n.endswith(".png")]
-check(len(pngs) >= 20, f"figures tarball ({len(pngs)} PNGs)")
-html = sorted(p.name for p in (dev / "repo" / "build" / profile).glob("*.html"))
-check(len(html) == 4, f"HTML of every notebook exported with the carried nbconvert ({html})")
-logs = names(f"logs-{profile}.tar.gz")
-check(sum(n.endswith(".ipynb") for n in logs) == 4 and sum(n.endswith(".log") for n in logs) == 8,
-      "executed notebooks and the 8 workers' logs")
-fail = dev / "out3"
-fails = sorted(p.name for p in fail.iterdir())
-check(rc_fail != 0 and "gpu_full.log" in fails and "timings.txt" in fails,
-      f"a failing run exits non-zero ({rc_fail}) and still brings back its log and timings ({fails})")
-flog = (fail / "gpu_full.log").read_text() if (fail / "gpu_full.log").is_file() else ""
-check("jobs" in flog and "exit status" in flog, "the failing run's log says why and with which status")
-print(f"{'replica: all checks passed' if not problems else 'replica: FAILED: ' + '; '.join(problems)}")
-sys.exit(1 if problems else 0)
-PY
+"$RPY" scripts/replica_check.py "$DEV" "$PROFILE" "$rc" "$rc_fail"
 say "done"

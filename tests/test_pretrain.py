@@ -83,7 +83,7 @@ def fake_stage(monkeypatch, tmp_path, runs, jobs, fail=()):
     monkeypatch.setattr(
         pretrain,
         "worker_command",
-        lambda kind, preset, profile: [
+        lambda kind, preset, profile, *options: [
             sys.executable,
             str(script),
             kind,
