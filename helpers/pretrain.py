@@ -412,8 +412,7 @@ def run(
     unfinished = [r for r in records if r["status"] in ("stopped", "not started")]
     if failed:
         raise JobsFailed(
-            "pre-training failed: " + " | ".join(f"{r['job']}: exit {r['exit']}: {r['tail']}" for r in failed),
-            records,
+            "pre-training failed: " + " | ".join(f"{r['job']}: exit {r['exit']}: {r['tail']}" for r in failed), records
         )
     if unfinished:
         raise StageStopped(
