@@ -134,15 +134,16 @@ def _derived_h200() -> dict:
     }
 
 
-# Stated CPU rates, measured on the AMD EPYC of README "Speed" (2 threads, AVX-512 BF16, torch 2.14.1).
-_EPYC = "README, AMD EPYC (2 threads, AVX-512 BF16)"
+# Stated CPU rates, measured with scripts/benchmark.py and scripts/budget_probe.py on an AMD EPYC with
+# AVX-512 BF16 (2 threads, torch 2.14.1) at commit d1db4d3, the machine of the quick run in docs/quick.md.
+_EPYC = "AMD EPYC (2 threads, AVX-512 BF16), measured at commit d1db4d3"
 STATED_CPU = {
     "cpu-epyc-bf16": {
         "device": "cpu",
         "precision": "bf16",
-        "source": f"{_EPYC}: training 718 (CNN) and 815 (U-Net) images/s, bf16 ('Beyond the seed'); "
-        "sampler 2,233 (CNN, 'Speed', batch 64) and 2,595 (U-Net, 'Beyond the seed', batch 64) "
-        "img-steps/s; Inception-v3 about 6 images/s ('Metrics'); classifier derived: its FLOPs at the "
+        "source": f"{_EPYC}: training 718 (CNN) and 815 (U-Net) images/s, bf16; "
+        "sampler 2,233 (CNN, batch 64) and 2,595 (U-Net, batch 64) "
+        "img-steps/s; Inception-v3 about 6 images/s; classifier derived: its FLOPs at the "
         "CNN's fp32 sampler FLOP rate (936 x 158.9 MFLOP/s)",
         "train/cnn": 718.0,
         "train/unet": 815.0,
@@ -154,7 +155,7 @@ STATED_CPU = {
     "cpu-epyc-fp32": {
         "device": "cpu",
         "precision": "fp32",
-        "source": f"{_EPYC}: CNN training 386 images/s ('Speed': engine fp32), sampler 936 img-steps/s "
+        "source": f"{_EPYC}: CNN training 386 images/s (engine fp32), sampler 936 img-steps/s "
         "(batch 64); the U-Net's fp32 rates derived from its bf16 ones with the CNN's fp32/bf16 ratios "
         "(not measured); Inception-v3 about 6 images/s; classifier derived as for bf16",
         "train/cnn": 386.0,

@@ -197,7 +197,7 @@ def test_floors_bound_small_calls_from_below():
 
 
 def test_quick_prediction_agrees_with_the_measured_run_within_the_stated_factor():
-    # README: ./run_all.sh --profile quick on the AMD EPYC, bf16, commit ffe155e (seconds per notebook)
+    # docs/quick.md: ./run_all.sh --profile quick on the AMD EPYC, bf16, commit ffe155e (seconds per notebook)
     measured = {"01_ddpm": 581, "02_hyperparams": 182, "03_cold_diffusion": 191, "04_comparison": 193}
     predicted = cost.predict("quick", "cpu-epyc-bf16").by_notebook()
     for nb, seconds in measured.items():
