@@ -600,7 +600,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1 if problems else 0
         elif args.command == "leftovers":
             packer = Packer(args.out, log_file=args.log)
-            entry = packer.add(f"leftovers {args.profile}", leftovers(args.profile), status="last resort")
+            log = args.log.resolve() if args.log else None
+            files = [p for p in leftovers(args.profile) if p.resolve() != log]  # the log comes back whole
+            entry = packer.add(f"leftovers {args.profile}", files, status="last resort")
             print(f"[out] leftovers: {len(entry['members'])} file(s) packed, {len(entry['unchanged'])} already there")
     except (PreflightError, PackError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

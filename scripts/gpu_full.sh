@@ -99,15 +99,15 @@ if jobs.is_file():
         except ValueError:
             pass
 print(f"{'pre-training job':<30}{'status':>12}{'wall s':>9}{'train s':>10}{'final samples s':>17}"
-      f"{'other s':>9}{'jobs at once':>14}  device / precision")
+      f"{'other s':>9}{'jobs at once':>18}  device / precision")
 for r in rows:
     name = r.get("job", "?") + ("" if r.get("part", "train") == "train" else " (DDIM)")
     at_once = f"{r.get('concurrent_max', '?')} (mean {r.get('concurrent_mean', '?')})"
     if r.get("status") == "ok" and r.get("part") == "timed":
-        print(f"{name:<30}{'ok':>12}{r['seconds']:>9.1f}{'':>10}{'':>17}{r.get('ddim_seconds', 0):>9.1f}{at_once:>14}")
+        print(f"{name:<30}{'ok':>12}{r['seconds']:>9.1f}{'':>10}{'':>17}{r.get('ddim_seconds', 0):>9.1f}{at_once:>18}")
     elif r.get("status") == "ok":
         print(f"{name:<30}{'ok':>12}{r['seconds']:>9.1f}{r.get('train_seconds', 0):>10.1f}"
-              f"{r.get('sample_seconds', 0):>17.1f}{r.get('extra_seconds', 0):>9.1f}{at_once:>14}"
+              f"{r.get('sample_seconds', 0):>17.1f}{r.get('extra_seconds', 0):>9.1f}{at_once:>18}"
               f"  {r.get('device')} / {r.get('precision')}")
     else:
         why = r.get("stopped_in") or (f"exit {r.get('exit')}" if "exit" in r else "")
