@@ -267,6 +267,7 @@ def test_deadline_kills_a_worker_that_does_not_stop_and_starts_no_other(folders,
     assert packed["pretrain ddpm:testing train"]["status"] == "not started"
 
 
+@pytest.mark.slow  # worker processes training tiny runs: a minute or more
 def test_timed_parts_run_alone_after_training_and_every_record_says_how_many_shared_the_device(
     folders, tmp_path, monkeypatch
 ):
@@ -326,6 +327,7 @@ def _same(a, b) -> bool:
 TINY_RUNS = (("ddpm", "default"), ("cold", "columns7"))  # an EMA and a DDIM sweep; reconstructions
 
 
+@pytest.mark.slow  # worker processes training tiny runs: a minute or more
 def test_deadline_mid_training_then_a_second_invocation_from_out_matches_an_uninterrupted_run(
     folders, tmp_path, monkeypatch
 ):
@@ -397,6 +399,7 @@ pretrain.run("smoke", jobs=2, runs=[("ddpm", "default"), ("ddpm", "testing"), ("
 """
 
 
+@pytest.mark.slow  # worker processes training tiny runs: a minute or more
 def test_sigkill_of_the_process_group_at_a_random_moment_keeps_every_finished_job(folders, tmp_path):
     (tmp_path / "worker.py").write_text(TINY)
     (tmp_path / "driver.py").write_text(SIGKILL_DRIVER)
@@ -495,6 +498,7 @@ def _env(repo: Path, **extra) -> dict:
     return {**env, "DIFFUSION_DATA_DIR": str(config.DATA_DIR), "DIFFUSION_RUNS_DIR": str(repo / "runs"), **extra}
 
 
+@pytest.mark.slow  # worker processes training tiny runs: a minute or more
 def test_a_failed_job_is_a_pipeline_error_naming_it_and_the_rest_is_kept(repo):
     out = repo / "out"
     r = subprocess.run(
@@ -527,6 +531,7 @@ def test_a_failed_job_is_a_pipeline_error_naming_it_and_the_rest_is_kept(repo):
 
 
 # --------------------------------------------------------------------------- gpu_full.sh killed
+@pytest.mark.slow  # worker processes training tiny runs: a minute or more
 def test_gpu_full_script_killed_by_sigkill_has_already_returned_every_finished_job(repo):
     """The time limit SIGKILLs the whole command (no exit trap runs): what finished is in OUT."""
     out = repo / "out"
