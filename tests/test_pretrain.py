@@ -20,6 +20,7 @@ def isolated(tmp_path, monkeypatch, mnist_dir):
     return tmp_path / "runs"
 
 
+@pytest.mark.slow  # worker processes training several runs
 def test_stage_trains_each_run_once_and_notebook_calls_hit_the_cache(isolated, tmp_path):
     logs = []
     first = pretrain.run("smoke", jobs=2, runs=RUNS, log=logs.append, log_dir=tmp_path / "logs")
