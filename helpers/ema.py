@@ -34,12 +34,8 @@ class EMA:
         n = self.updates
         return min(self.decay, (1 + n) / (10 + n)) if self.warmup else self.decay
 
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        """shadow <- d * shadow + (1 - d) * param for the averaged parameters, in two foreach calls
-        (one kernel launch per group of tensors on a GPU instead of two per tensor); the same two
-        roundings per element as shadow.mul_(d).add_(param, alpha=1 - d), so the same bits."""
-        d = self.current_decay()
+    def _pairs(self, model: nn.Module) -> tuple[list, list]:
+        """(shadow, value) lists of the averaged parameters; every other entry (buffers) is copied."""
         shadows, values = [], []
         for k, v in model.state_dict().items():
             if k in self.averaged:
@@ -47,6 +43,15 @@ class EMA:
                 values.append(v)
             else:
                 self.shadow[k].copy_(v)
+        return shadows, values
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        """shadow <- d * shadow + (1 - d) * param for the averaged parameters, in two foreach calls
+        (one kernel launch per group of tensors on a GPU instead of two per tensor); the same two
+        roundings per element as shadow.mul_(d).add_(param, alpha=1 - d), so the same bits."""
+        d = self.current_decay()
+        shadows, values = self._pairs(model)
         if shadows:
             torch._foreach_mul_(shadows, d)
             torch._foreach_add_(shadows, values, alpha=1 - d)
@@ -62,13 +67,7 @@ class EMA:
             if self.warmup
             else updates.new_tensor(self.decay)
         )
-        shadows, values = [], []
-        for k, v in model.state_dict().items():
-            if k in self.averaged:
-                shadows.append(self.shadow[k])
-                values.append(v)
-            else:
-                self.shadow[k].copy_(v)
+        shadows, values = self._pairs(model)
         if shadows:
             torch._foreach_mul_(shadows, d)
             torch._foreach_add_(shadows, torch._foreach_mul(values, 1 - d))

@@ -251,7 +251,11 @@ def test_explorer_follows_the_keyboard_in_jupyterlab(lab, browser, name, params,
         label, image = _state(page, box)
         assert explorer in label, label  # the trained model's rows are shown
         page.screenshot(path=str(base / f"{Path(name).stem}-before.png"))
+        t_before = int(label.split()[2])
         _move_slider(page, box, ["ArrowLeft", "ArrowLeft", "ArrowLeft"])
+        # the kernel renders each step in turn: wait for the third one (a fixed sleep raced it under load)
+        box.locator(".widget-label").last.filter(has_text=f"t = {t_before - 3} of").wait_for(timeout=60_000)
+        page.wait_for_timeout(500)  # and for its image
         moved_label, moved_image = _state(page, box)
         page.screenshot(path=str(base / f"{Path(name).stem}-after.png"))
         assert moved_label != label and moved_image != image
