@@ -15,7 +15,7 @@ import torch
 
 from . import config, hardware, store
 from .runs import PROTOCOL, derived_key, final_metrics, final_protocol, final_subsets, on_first
-from .training import Run, sample_images, sampling_batch_size
+from .training import Run, sample_images
 
 
 # --------------------------------------------------------------------------- DDIM
@@ -36,7 +36,7 @@ def ddim_sweep(run: Run, prof: config.Profile, seed: int = 0, progress: bool = T
         steps=list(prof.ddim_steps),
         n=n,
         seed=seed,
-        batch=sampling_batch_size(run.model),
+        batch=run.sampling_batch,
         precision=run.settings.precision,
     )
     T = run.model.T
@@ -50,6 +50,7 @@ def ddim_sweep(run: Run, prof: config.Profile, seed: int = 0, progress: bool = T
             seed + PROTOCOL.final_seed_offset,
             progress=progress,
             precision=run.settings.precision,
+            batch_size=run.sampling_batch,
             **kw,
         )
         return images, (time.perf_counter() - t0) / count

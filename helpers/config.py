@@ -38,6 +38,7 @@ DATA_DIR = _dir("DIFFUSION_DATA_DIR", ROOT / "data")  # MNIST in torchvision's l
 RUNS_DIR = _dir("DIFFUSION_RUNS_DIR", ROOT / "runs")  # cached training runs (git-ignored)
 PLOTS_DIR = _dir("DIFFUSION_PLOTS_DIR", ROOT / "Plots")  # figures the notebooks write
 BUILD_DIR = _dir("DIFFUSION_BUILD_DIR", ROOT / "build")  # executed notebooks (git-ignored)
+WEIGHTS_DIR = ROOT / "helpers" / "weights"  # the classifier's weights and shipped runs (in git)
 REPORT_DIR = ROOT / "report"
 NOTEBOOKS_DIR = ROOT / "notebooks"
 

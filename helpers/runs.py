@@ -19,7 +19,17 @@ from typing import Any
 from . import config, hardware, store, study
 from .cold import ColdDiffusion
 from .ddpm import DDPM
-from .training import ModelKind, Run, StepConfig, TrainSettings, fit, load_finished, sample_images, sampling_batch_size
+from .training import (
+    ModelKind,
+    Run,
+    StepConfig,
+    TrainSettings,
+    checkpoints,
+    find_run,
+    fit,
+    load_finished,
+    sample_images,
+)
 
 # --------------------------------------------------------------------------- the model kinds
 KINDS: dict[str, ModelKind] = {
@@ -144,6 +154,10 @@ def train(
     from the cache. `device` and `precision` are resolved ones (the `Study` resolves them)."""
     cfg = preset_config(kind, preset, overrides)
     settings, fn = settings_for(kind, preset, prof, seed, device, precision, score_epochs, **train_overrides)
+    if not overrides and not train_overrides and score_epochs:
+        run = _shipped_run(kind, preset, cfg, settings, prof, seed, device, runs_dir, fresh)
+        if run is not None:
+            return run
     return fit(
         KINDS[kind],
         cfg,
@@ -175,8 +189,63 @@ def finished_model(
         if known == cfg:
             settings, _ = settings_for(kind, preset, prof, seed, device, precision)
             run = load_finished(KINDS[kind], cfg, settings, label=preset, runs_dir=runs_dir, device=device)
+            run = run or _shipped_run(kind, preset, cfg, settings, prof, seed, device, runs_dir)
             return None if run is None else run.model
     return None
+
+
+# --------------------------------------------------------------------------- runs trained elsewhere
+def _shipped_run(kind, preset, cfg, settings, prof, seed, device, runs_dir, fresh=None) -> Run | None:
+    """The run of a preset shipped for the profile (helpers/shipped.py), when the cache has no
+    finished run for `settings` (else None: the caller trains or loads its own).
+
+    A shipped run was trained elsewhere (a GPU, in its precision and sampling batch), so its key is
+    recomputed for that device and precision: only when the present code gives the shipped key is it
+    the run this study would train there, and used. A `fresh` token skips it (run_all.sh --fresh)."""
+    import torch
+
+    from . import shipped
+
+    found = None if fresh else shipped.entry(prof.name, kind, preset, seed)
+    if found is None:
+        return None
+    own_dir, _ = find_run(KINDS[kind], cfg, StepConfig.of(cfg), settings, label=preset, runs_dir=runs_dir)
+    if any(int(p.stem.split("-")[1]) >= settings.epochs for p in checkpoints(own_dir)):
+        return None
+    there, _ = settings_for(kind, preset, prof, seed, torch.device(found["device"]), found["precision"])
+    run_dir, key = find_run(KINDS[kind], cfg, StepConfig.of(cfg), there, label=preset, runs_dir=runs_dir)
+    if key != found["key"]:
+        print(f"note: {shipped.describe(found)} is not what the present code trains (key {key}): not used")
+        return None
+    shipped.install(prof.name, found, run_dir.parent)
+    return load_finished(KINDS[kind], cfg, there, label=preset, runs_dir=runs_dir, device=device)
+
+
+def finished_dir(kind: str, preset: str, prof: config.Profile, seed: int, runs_dir: Path) -> tuple[Path, str, str]:
+    """(folder, device type, precision) of the one finished run of a preset under a profile in
+    `runs_dir`, whatever device and precision trained it (its key recomputed for them must be its
+    folder's); ValueError when there is none or more than one."""
+    import torch
+
+    found = []
+    for run_dir in sorted(Path(runs_dir).glob(f"{kind}-{preset}-*")):
+        ckpts = sorted(run_dir.glob("ckpt-*.pt"))
+        if not ckpts or not (run_dir / "run.json").is_file():
+            continue
+        precision = store.loads((run_dir / "run.json").read_text())["train"]["precision"]
+        device = torch.device(store.load_tensors(ckpts[-1])["logs"].get("device") or "cpu").type
+        settings, _ = settings_for(kind, preset, prof, seed, torch.device(device), precision)
+        cfg = preset_config(kind, preset)
+        folder, _ = find_run(KINDS[kind], cfg, StepConfig.of(cfg), settings, label=preset, runs_dir=runs_dir)
+        if folder == run_dir and load_finished(KINDS[kind], cfg, settings, label=preset, runs_dir=runs_dir):
+            found.append((run_dir, device, precision))
+    if len(found) != 1:
+        raise ValueError(
+            f"{'no' if not found else len(found)} finished run{'s' if len(found) > 1 else ''} of {kind} "
+            f"{preset!r} under profile {prof.name!r}, seed {seed} in {runs_dir}"
+            + (f": {[str(f[0].name) for f in found]}" if found else " (train it, or unpack what a device run returned)")
+        )
+    return found[0]
 
 
 # --------------------------------------------------------------------------- final numbers
@@ -222,7 +291,7 @@ def final_metrics(
         seed=seed,
         ema=use_ema,
         precision=run.settings.precision,
-        batch=sampling_batch_size(model),
+        batch=run.sampling_batch,
         subsets=list(subsets),
     )
 
@@ -238,7 +307,12 @@ def final_metrics(
     def compute() -> dict:
         t0 = time.perf_counter()
         images = sample_images(
-            model, n, seed + PROTOCOL.final_seed_offset, progress=progress, precision=run.settings.precision
+            model,
+            n,
+            seed + PROTOCOL.final_seed_offset,
+            progress=progress,
+            precision=run.settings.precision,
+            batch_size=run.sampling_batch,
         )
         seconds = time.perf_counter() - t0
         out = score(images)

@@ -27,7 +27,9 @@ class StudyRun:
     `Profile.short_epochs` on the same images, "variant" the profile's smaller appendix budget.
     ema: the run keeps an EMA of its weights (decay `Profile.ema_decay`, in the profiles that set one),
     scored beside the raw ones.
-    notebook: the notebook that trains and shows it. profiles: the profiles whose study has it."""
+    notebook: the notebook that trains and shows it. profiles: the profiles whose study has it.
+    shipped: an explorer opens it (notebook 01's DDPM, notebook 03's cold models), so its final weights
+    ship with the repository for profiles too long to train here (helpers/shipped.py)."""
 
     kind: str  # "ddpm" or "cold"
     preset: str  # a key of config.DDPM_PRESETS or config.COLD_PRESETS
@@ -35,6 +37,7 @@ class StudyRun:
     ema: bool = False
     notebook: str = ""
     profiles: tuple[str, ...] = tuple(config.PROFILES)
+    shipped: bool = False
 
 
 # Most expensive first: the pre-training stage starts them in this order.
@@ -42,13 +45,13 @@ class StudyRun:
 # restorer only where there is time for it: smoke (that it runs), not quick, and not full, whose
 # 20 PFLOP budget (helpers/cost.py) it would exceed by about 1.2 PFLOP.
 RUNS: tuple[StudyRun, ...] = (
-    StudyRun("ddpm", "default", ema=True, notebook="01_ddpm"),
+    StudyRun("ddpm", "default", ema=True, notebook="01_ddpm", shipped=True),
     StudyRun("ddpm", "unet", budget="short", notebook="04_comparison"),
     StudyRun("ddpm", "testing", budget="short", notebook="02_hyperparams"),
-    StudyRun("cold", "columns", budget="short", notebook="03_cold_diffusion"),
+    StudyRun("cold", "columns", budget="short", notebook="03_cold_diffusion", shipped=True),
     StudyRun("cold", "columns_unet", budget="short", notebook="03_cold_diffusion", profiles=("smoke",)),
     *(
-        StudyRun("cold", name, budget="variant", notebook="03_cold_diffusion")
+        StudyRun("cold", name, budget="variant", notebook="03_cold_diffusion", shipped=True)
         for name in ("columns7", "rows7", "rows28", "columns_outside_in", "columns_inside_out")
     ),
 )

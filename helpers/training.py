@@ -185,7 +185,7 @@ def load_checkpoint(path: Path, key: str) -> dict:
         raise CheckpointError(f"{path} does not hold a checkpoint")
     if payload.get("key") != key:
         raise CheckpointError(f"{path} belongs to run {payload.get('key')!r}, not {key!r}")
-    missing = {"epoch", "model", "optim", "rng", "logs"} - set(payload)
+    missing = {"epoch", "model", "logs"} - set(payload)  # optim and rng: only to resume (_Job.restore)
     if missing:
         raise CheckpointError(f"{path} lacks {sorted(missing)}")
     return payload
@@ -203,9 +203,11 @@ def _rng_state(gen: torch.Generator) -> dict:
     return state
 
 
-def _set_rng_state(gen: torch.Generator, state: dict) -> None:
+def _set_rng_state(gen: torch.Generator | None, state: dict) -> None:
+    """The global generators, and the training generator `gen` unless None."""
     torch.set_rng_state(state["torch"])
-    gen.set_state(state["train"])
+    if gen is not None:
+        gen.set_state(state["train"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -228,6 +230,15 @@ class Run:
     @property
     def label(self) -> str:
         return self.logs.get("label", "")
+
+    @property
+    def sampling_batch(self) -> int:
+        """Images per batch of the run's cached samples: the rule of the device it was trained on
+        (helpers.hardware.sampling_batch), so a run loaded on another device keeps its samples' keys."""
+        from .hardware import sampling_batch
+
+        trained_on = self.logs.get("device")
+        return sampling_batch(torch.device(trained_on)) if trained_on else sampling_batch_size(self.model)
 
     @property
     def iter_loss(self) -> list[float]:
@@ -353,14 +364,22 @@ class _Job:
         return _State(model, ema, opt, gen, _empty_logs())
 
     def restore(self, gen: torch.Generator, ckpt: dict) -> _State:
-        """The state of a verified checkpoint (and the RNGs it saved)."""
+        """The state of a verified checkpoint (and the RNGs it saved).
+
+        Only a run that goes on needs its optimiser and its training generator: a finished one
+        loads without them (a checkpoint shipped without optimiser state, or one written on
+        another device, whose generator state this device cannot take), and sets the global
+        generator as the uninterrupted run left it."""
         state = self.new_state(gen, None)
         try:
             state.model.load_state_dict(ckpt["model"])
-            state.opt.load_state_dict(ckpt["optim"])
             if state.ema is not None:
                 state.ema.load_state_dict(ckpt["ema"])
-            _set_rng_state(gen, ckpt["rng"])
+            if ckpt["epoch"] < self.settings.epochs:
+                state.opt.load_state_dict(ckpt["optim"])
+                _set_rng_state(gen, ckpt["rng"])
+            elif "rng" in ckpt:
+                _set_rng_state(None, ckpt["rng"])
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise CheckpointError(
                 f"checkpoint of epoch {ckpt.get('epoch')} does not fit the model "
