@@ -1,3 +1,8 @@
+import os
+import signal
+import time
+
+import pipelines
 import pytest
 import torch
 
@@ -73,6 +78,28 @@ def fit_tiny(
 def mnist_dir():
     """The real MNIST files, fetched offline the way CI does it when missing."""
     return data.ensure_mnist()
+
+
+@pytest.fixture(scope="session")
+def smoke_pipelines(tmp_path_factory, mnist_dir):
+    """Three smoke pipelines on one cache (tests/pipelines.py): one killed once a run has started,
+    then two at once. (base folder, what the killed one left, stdout of each of the two); the runs
+    under base/"runs" are the smoke study's, each trained once (tests/test_notebooks.py checks it,
+    tests/test_browser.py starts its JupyterLab from a copy)."""
+    base = tmp_path_factory.mktemp("pipeline")
+    killed = pipelines.start(pipelines.env(base), "--profile", "smoke", *pipelines.NOTEBOOKS)
+    deadline = time.time() + 300
+    while not list((base / "runs").glob("*/run.json")) and time.time() < deadline:
+        time.sleep(0.5)
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait()
+    broken = {
+        "figures": sorted((base / "Plots").rglob("*.png")) if (base / "Plots").exists() else [],
+        "notebooks": sorted((base / "build").rglob("01_ddpm.ipynb")) if (base / "build").exists() else [],
+    }
+    a = pipelines.start(pipelines.env(base, "build_a"), "--profile", "smoke", *pipelines.NOTEBOOKS)
+    b = pipelines.start(pipelines.env(base, "build_b"), "--profile", "smoke", *pipelines.NOTEBOOKS)
+    return base, broken, pipelines.finish(a), pipelines.finish(b)
 
 
 @pytest.fixture(autouse=True)

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -35,7 +36,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-RUN_TIMEOUT_S = 600  # a whole notebook with the smoke profile; about 90 s here
+RUN_TIMEOUT_S = 600  # a whole notebook with the smoke profile, its runs cached; under a minute here
 
 
 def _missing() -> str | None:
@@ -70,10 +71,13 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory, mnist_dir, browser):
+def lab(tmp_path_factory, smoke_pipelines, browser):
     """A JupyterLab server with fresh settings and workspaces (so no dialog asks for a kernel), whose
-    kernels import this checkout's helpers and write runs, plots and builds under a temporary folder."""
+    kernels import this checkout's helpers and write runs, plots and builds under a temporary folder.
+    Its runs cache starts as a copy of the smoke pipelines' (conftest.py): the notebooks load their
+    models instead of training them again, which the pipeline tests already cover."""
     base = tmp_path_factory.mktemp("lab")
+    shutil.copytree(smoke_pipelines[0] / "runs", base / "runs")
     root = base / "root"
     root.mkdir()
     token, port = secrets.token_hex(16), _free_port()

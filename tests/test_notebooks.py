@@ -3,81 +3,30 @@ being run twice at once, and refuse bad parameters before any work."""
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 
 import pytest
+from pipelines import env, finish, start
 
 from helpers import config, pipeline, study
 
 NB01 = config.NOTEBOOKS_DIR / "01_ddpm.ipynb"
 
 
-def _env(base, build="build"):
-    return dict(
-        os.environ,
-        DIFFUSION_RUNS_DIR=str(base / "runs"),
-        DIFFUSION_PLOTS_DIR=str(base / "Plots"),
-        DIFFUSION_BUILD_DIR=str(base / build),
-        DIFFUSION_RESULTS_DIR=str(base / build / "results"),
-    )
-
-
-# Every notebook, without the report (its own tests build it; here it would write into report/).
-NOTEBOOKS = ["--only", *(p.stem for p in pipeline.notebook_paths())]
-
-
-def _start(env, *args):
-    return subprocess.Popen(
-        [sys.executable, "-m", "helpers.pipeline", *args],
-        env=env,
-        cwd=config.ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-
-
-def _finish(proc, timeout=1200):
-    out, err = proc.communicate(timeout=timeout)
-    assert proc.returncode == 0, err[-3000:]
-    return out
-
-
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory, mnist_dir):
-    """Kill one pipeline mid-training, then run two at once on the same cache."""
-    base = tmp_path_factory.mktemp("pipeline")
-    killed = _start(_env(base), "--profile", "smoke", *NOTEBOOKS)
-    deadline = time.time() + 300
-    while not list((base / "runs").glob("*/run.json")) and time.time() < deadline:
-        time.sleep(0.5)
-    os.killpg(killed.pid, signal.SIGKILL)
-    killed.wait()
-    broken = {
-        "figures": sorted((base / "Plots").rglob("*.png")) if (base / "Plots").exists() else [],
-        "notebooks": sorted((base / "build").rglob("01_ddpm.ipynb")) if (base / "build").exists() else [],
-    }
-    a = _start(_env(base, "build_a"), "--profile", "smoke", *NOTEBOOKS)
-    b = _start(_env(base, "build_b"), "--profile", "smoke", *NOTEBOOKS)
-    return base, broken, _finish(a), _finish(b)
-
-
-# The smoke fixture runs three smoke pipelines (one killed, two at once): minutes, so every test
-# that uses it is slow.
+# The smoke_pipelines fixture (conftest.py) runs three smoke pipelines (one killed, two at once):
+# minutes, so every test that uses it is slow.
 @pytest.mark.slow
-def test_killed_pipeline_left_no_final_outputs(smoke):
-    _, broken, _, _ = smoke
+def test_killed_pipeline_left_no_final_outputs(smoke_pipelines):
+    _, broken, _, _ = smoke_pipelines
     assert broken["notebooks"] == []
     assert not any("loss" in p.name or "samples" in p.name for p in broken["figures"])
 
 
 @pytest.mark.slow
-def test_smoke_pipeline_writes_figures_and_executed_notebooks(smoke):
-    base, _, out_a, _ = smoke
+def test_smoke_pipeline_writes_figures_and_executed_notebooks(smoke_pipelines):
+    base, _, out_a, _ = smoke_pipelines
     assert "profile: smoke (given with --profile)" in out_a
     plots = {p.name for p in (base / "Plots" / "smoke").iterdir()}
     assert {
@@ -112,8 +61,8 @@ def test_smoke_pipeline_writes_figures_and_executed_notebooks(smoke):
 
 
 @pytest.mark.slow
-def test_two_pipelines_at_once_train_once(smoke):
-    base, _, _, _ = smoke
+def test_two_pipelines_at_once_train_once(smoke_pipelines):
+    base, _, _, _ = smoke_pipelines
     runs = [d for d in (base / "runs").iterdir() if d.is_dir()]
     expected = len(study.runs("smoke"))  # every run of the study (helpers/study.py), each trained once
     assert len(runs) == expected
@@ -123,10 +72,10 @@ def test_two_pipelines_at_once_train_once(smoke):
 
 
 @pytest.mark.slow
-def test_rerun_after_a_finished_run_uses_the_cache(smoke):
-    base, _, _, _ = smoke
+def test_rerun_after_a_finished_run_uses_the_cache(smoke_pipelines):
+    base, _, _, _ = smoke_pipelines
     t0 = time.perf_counter()
-    _finish(_start(_env(base, "build_c"), "--profile", "smoke", "--only", "01_ddpm"))  # no report: not named
+    finish(start(env(base, "build_c"), "--profile", "smoke", "--only", "01_ddpm"))  # no report: not named
     assert "(from cache: True)" in (base / "build_c" / "smoke" / "01_ddpm.ipynb").read_text()
     print(f"cached rerun of 01_ddpm: {time.perf_counter() - t0:.1f} s")
 
@@ -134,7 +83,7 @@ def test_rerun_after_a_finished_run_uses_the_cache(smoke):
 def test_bad_profile_is_refused_before_any_work(tmp_path):
     bad = subprocess.run(
         [sys.executable, "-m", "helpers.pipeline", "--profile", "fast"],
-        env=_env(tmp_path),
+        env=env(tmp_path),
         cwd=config.ROOT,
         capture_output=True,
         text=True,
@@ -145,16 +94,16 @@ def test_bad_profile_is_refused_before_any_work(tmp_path):
 
 def test_bad_profile_through_run_all_is_refused_before_set_up(tmp_path):
     bad = subprocess.run(
-        [str(config.ROOT / "run_all.sh"), "--profile", "fast"], env=_env(tmp_path), capture_output=True, text=True
+        [str(config.ROOT / "run_all.sh"), "--profile", "fast"], env=env(tmp_path), capture_output=True, text=True
     )
     assert bad.returncode == 2 and "profile='fast' is not allowed" in bad.stderr
     assert list(tmp_path.iterdir()) == []
 
 
-# The papermill refusals start a Jupyter kernel that runs the notebook up to its checks (about 15 s
-# each on a busy 2-core CPU): slow. Some of the same values (seed=-1, preset='nope', rows99) are
-# refused before any work, quickly, through run_all.sh in tests/test_pipeline.py.
-@pytest.mark.slow
+# The papermill refusals start a Jupyter kernel that runs the notebook up to its checks: its first
+# cell checks the parameters before the slow imports, so each takes a few seconds (the fast loop
+# keeps them). The same checks run in-process in tests/test_contract.py and through run_all.sh in
+# tests/test_pipeline.py.
 @pytest.mark.parametrize(
     "params, message",
     [
@@ -170,9 +119,9 @@ def test_bad_profile_through_run_all_is_refused_before_set_up(tmp_path):
 def test_bad_parameter_through_papermill_stops_before_any_work(tmp_path, params, message):
     import papermill
 
-    env = _env(tmp_path)
+    environment = env(tmp_path)
     old = dict(os.environ)
-    os.environ.update({k: v for k, v in env.items() if k.startswith("DIFFUSION_")})
+    os.environ.update({k: v for k, v in environment.items() if k.startswith("DIFFUSION_")})
     try:
         with pytest.raises(papermill.PapermillExecutionError, match=message):
             papermill.execute_notebook(
@@ -188,7 +137,6 @@ def test_bad_parameter_through_papermill_stops_before_any_work(tmp_path, params,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.ipynb"]  # papermill's own record only
 
 
-@pytest.mark.slow
 def test_bad_cold_variant_through_papermill(tmp_path):
     import papermill
 
